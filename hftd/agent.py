@@ -1,0 +1,170 @@
+"""The agent contract and the one loop that runs every agent process.
+
+As in Agrona: an agent has `on_start()`, `do_work() -> int` (how much it did) and
+`on_close()`; `run()` owns the loop, hands the work count to the idle strategy, beats the
+heartbeat in the agent's stats block, turns SIGTERM/SIGINT into `on_signal()`, and pins the
+process to its configured CPUs. An agent sets `done` when it has nothing more to do (it has
+passed on the end of its stream).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+
+from . import config as config_mod
+from . import idle as idle_mod
+from . import shm, stats, topology
+from .ring import Ring, RingReader, RingWriter
+
+
+class Agent:
+    """Base class of the four stages. Subclasses set SCHEMA and implement do_work."""
+
+    SCHEMA: stats.Schema
+    done = False
+
+    def __init__(self, ctx: "AgentContext"):
+        self.ctx = ctx
+
+    def on_start(self) -> None:
+        pass
+
+    def do_work(self) -> int:
+        raise NotImplementedError
+
+    def on_signal(self) -> None:
+        """SIGTERM/SIGINT: stop now. The producer overrides this to end its stream instead,
+        which is how the supervisor drains the pipeline front to back."""
+        self.done = True
+
+    def on_close(self) -> None:
+        pass
+
+    def has_work(self) -> bool:
+        """Whether any input has something (asked just before parking)."""
+        return any(r.available() > 0 for r in self.ctx.readers)
+
+
+class AgentContext:
+    """What an agent process is given: its config, names, stats block, rings and doorbell."""
+
+    def __init__(self, cfg: config_mod.Config, agent: str):
+        self.cfg = cfg
+        self.instance = cfg.instance
+        self.agent = agent
+        self.stats = stats.StatsBlock.attach(self.obj(topology.stats_name(agent)))
+        self.readers: list[RingReader] = []
+        self.rings: list[Ring] = []
+        self._bells = []
+        self.doorbell = shm.open_semaphore(self.obj(topology.doorbell_name(agent)))
+
+    def obj(self, what: str) -> str:
+        return shm.object_name(self.instance, what)
+
+    def reader(self, ring: str) -> RingReader:
+        r = RingReader(self._attach(ring))
+        self.readers.append(r)
+        return r
+
+    def writer(self, ring: str, reader_agent: str | None) -> RingWriter:
+        bell = None
+        if reader_agent is not None:
+            bell = shm.open_semaphore(self.obj(topology.doorbell_name(reader_agent)))
+            self._bells.append(bell)
+        return RingWriter(self._attach(ring), bell)
+
+    def _attach(self, ring: str) -> Ring:
+        r = Ring.attach(self.obj(ring))
+        self.rings.append(r)
+        return r
+
+    def close(self) -> None:
+        for b in self._bells + [self.doorbell]:
+            b.close()
+        for r in self.rings:
+            r.close()
+        self.stats.close()
+
+
+def pin(cpus) -> None:
+    if cpus:
+        os.sched_setaffinity(0, set(cpus))
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies, so no agent is orphaned."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def run(agent: Agent, ctx: AgentContext) -> None:
+    """The agent loop."""
+    block = ctx.stats
+    signalled = []
+
+    def on_sig(signum, frame):
+        signalled.append(signum)
+
+    signal.signal(signal.SIGTERM, on_sig)
+    signal.signal(signal.SIGINT, on_sig)
+    parker = idle_mod.Doorbell(ctx.doorbell, ctx.readers, ctx.cfg.idle.park_us)
+    strategy = idle_mod.make(ctx.cfg.idle, parker, agent.has_work)
+    idle = strategy.idle
+    do_work = agent.do_work
+    now = time.monotonic_ns
+    heartbeat = block.heartbeat
+    agent.on_start()
+    heartbeat(now())
+    block.set_state(stats.RUNNING)
+    beat = 0
+    while not agent.done:
+        work = do_work()
+        idle(work)
+        beat += 1
+        if work == 0 or beat >= 64:
+            heartbeat(now())
+            beat = 0
+        if signalled:
+            signalled.clear()
+            agent.on_signal()
+    block.set_state(stats.DRAINING)
+    agent.on_close()
+    heartbeat(now())
+    block.set_state(stats.STOPPED)
+
+
+def spec_path(runtime_dir: str, instance: str) -> str:
+    return os.path.join(runtime_dir, f"{instance}.json")
+
+
+def main(role: str, name: str | None, instance: str, runtime_dir: str) -> int:
+    """Entry point of an agent process (`hftd agent ROLE --instance NAME`)."""
+    from .stages import ROLES
+
+    _die_with_parent()
+    with open(spec_path(runtime_dir, instance), "rb") as f:
+        import msgspec
+
+        cfg = config_mod.from_dict(msgspec.json.decode(f.read()), "agent spec")
+    agent_name = topology.strategy_agent(name) if role == "strategy" else role
+    spec = {a.name: a for a in topology.agents(cfg)}.get(agent_name)
+    if spec is None:
+        print(f"hftd agent: no agent {agent_name!r} in instance {instance!r}", file=sys.stderr)
+        return 2
+    pin(spec.cpus)
+    ctx = AgentContext(cfg, agent_name)
+    ctx.stats.q_header[stats.H_PID] = os.getpid()
+    ctx.stats.set_state(stats.STARTING)
+    agent = ROLES[role](ctx)
+    try:
+        run(agent, ctx)
+    finally:
+        ctx.close()
+    return 0

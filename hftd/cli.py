@@ -1,0 +1,69 @@
+"""The `hftd` command line."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import config as config_mod
+
+
+def _load(config_path, overrides=None):
+    try:
+        return config_mod.load(config_path, overrides)
+    except config_mod.ConfigError as e:
+        raise click.ClickException(f"config error: {e}") from None
+
+
+@click.group()
+@click.version_option(package_name="hftd")
+def main():
+    """hftd: low-latency futures trading daemon."""
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="TOML config file (default: the embedded default config).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+              help="Stop (draining the pipeline) after this many seconds.")
+@click.option("--ticks", type=click.IntRange(min=1),
+              help="Stop after the feed has produced this many ticks (synthetic feed).")
+@click.option("--instance", help="Instance name (overrides the config's `instance`).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False),
+              help="Write the end-of-run report as JSON to this file.")
+def run(config_path, duration, ticks, instance, report_path):
+    """Run the pipeline in the foreground until Ctrl-C, --duration or --ticks."""
+    from .supervisor import Supervisor
+
+    overrides = {}
+    if ticks:
+        overrides["producer"] = {"synthetic": {"ticks": ticks}}
+    if instance:
+        overrides["instance"] = instance
+    cfg = _load(config_path, overrides)
+    sys.exit(Supervisor(cfg, duration=duration, report_path=report_path).run())
+
+
+@main.command("check-config")
+@click.argument("config_path", type=click.Path(dir_okay=False), required=False)
+def check_config(config_path):
+    """Validate a config file (or the embedded default) and print it resolved."""
+    import msgspec
+
+    cfg = _load(config_path)
+    click.echo(msgspec.json.format(msgspec.json.encode(cfg), indent=2).decode())
+
+
+@main.command(hidden=True)
+@click.argument("role", type=click.Choice(["producer", "dispatcher", "strategy", "executor"]))
+@click.option("--name", help="Strategy name (role strategy).")
+@click.option("--instance", required=True)
+@click.option("--runtime-dir", required=True)
+def agent(role, name, instance, runtime_dir):
+    """Run one agent process (started by the supervisor)."""
+    from .agent import main as agent_main
+
+    if role == "strategy" and not name:
+        raise click.UsageError("role strategy needs --name")
+    sys.exit(agent_main(role, name, instance, runtime_dir))

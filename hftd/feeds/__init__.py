@@ -1,0 +1,31 @@
+"""Feed adapters: turn an outside source into columns of ticks inside the producer.
+
+A feed has one method, ``poll(max_n, now_ns) -> FeedBatch | None`` (None: nothing due now),
+and one property, ``exhausted`` (the source has ended: the producer then ends its stream).
+Columns rather than objects, so the producer can validate a batch with numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class FeedBatch:
+    instrument: np.ndarray  # int32 instrument ids (index into config's instruments)
+    price: np.ndarray  # int64 price in ticks
+    qty: np.ndarray  # int64
+    t_exchange: np.ndarray  # int64 ns since the epoch (0 = unknown)
+
+    def __len__(self) -> int:
+        return len(self.instrument)
+
+
+def make(cfg):
+    if cfg.producer.feed == "synthetic":
+        from .synthetic import SyntheticFeed
+
+        return SyntheticFeed(cfg.producer.synthetic, len(cfg.instruments))
+    raise ValueError(f"producer.feed: unknown feed {cfg.producer.feed!r}")
