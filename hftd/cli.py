@@ -29,16 +29,23 @@ def main():
               help="Stop (draining the pipeline) after this many seconds.")
 @click.option("--ticks", type=click.IntRange(min=1),
               help="Stop after the feed has produced this many ticks (synthetic feed).")
+@click.option("--rate", type=click.FloatRange(min=0),
+              help="Synthetic feed rate in ticks/s; 0 = as fast as the pipeline takes them.")
 @click.option("--instance", help="Instance name (overrides the config's `instance`).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="Write the end-of-run report as JSON to this file.")
-def run(config_path, duration, ticks, instance, report_path):
+def run(config_path, duration, ticks, rate, instance, report_path):
     """Run the pipeline in the foreground until Ctrl-C, --duration or --ticks."""
     from .supervisor import Supervisor
 
     overrides = {}
+    synthetic = {}
     if ticks:
-        overrides["producer"] = {"synthetic": {"ticks": ticks}}
+        synthetic["ticks"] = ticks
+    if rate is not None:
+        synthetic["rate"] = rate
+    if synthetic:
+        overrides["producer"] = {"synthetic": synthetic}
     if instance:
         overrides["instance"] = instance
     cfg = _load(config_path, overrides)

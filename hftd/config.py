@@ -76,7 +76,7 @@ class IdleConfig(_Base):
 
 
 class SyntheticFeedConfig(_Base):
-    rate: float = 0.0  # ticks per second; 0 = as fast as the pipeline takes them
+    rate: float = 10000.0  # ticks per second; 0 = as fast as the pipeline takes them
     ticks: int = 0  # stop after this many ticks; 0 = run until stopped
     seed: int = 1
     start_price: int = 20000  # in ticks

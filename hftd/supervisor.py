@@ -72,6 +72,7 @@ class Supervisor:
     # --- lifecycle ------------------------------------------------------------------------
     def run(self) -> int:
         require_supported_platform()
+        agent_mod.pin(self.cfg.supervisor.cpus)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         self._lock()
@@ -79,8 +80,7 @@ class Supervisor:
         rc = 1
         try:
             self._create()
-            self._start_all()
-            rc = self._monitor()
+            rc = self._monitor() if self._start_all() else 0
         except SupervisorError as e:
             self.log(f"error: {e}")
             rc = 1
@@ -178,7 +178,8 @@ class Supervisor:
         a.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0)
         a.finished = False
 
-    def _start_all(self) -> None:
+    def _start_all(self) -> bool:
+        """Start every agent and wait until all run; False if asked to stop meanwhile."""
         for a in self.agents:
             self._spawn(a)
         deadline = time.monotonic() + self.cfg.supervisor.start_timeout_s
@@ -195,11 +196,13 @@ class Supervisor:
                 raise SupervisorError(
                     f"agents {slow} not up within {self.cfg.supervisor.start_timeout_s} s")
             if self.stop_requested:
-                raise SupervisorError("stopped while starting")
+                self.log("stop requested while starting")
+                return False
             time.sleep(0.01)
         pids = " ".join(f"{a.name}={a.proc.pid}" for a in self.agents)
         self.log(f"pipeline up: {pids}")
         self.notifier.ready(f"running: {pids}")
+        return True
 
     def _check_agents(self) -> None:
         now = time.monotonic_ns()
