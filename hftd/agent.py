@@ -44,9 +44,10 @@ class Agent:
     def on_close(self) -> None:
         pass
 
-    def has_work(self) -> bool:
-        """Whether any input has something (asked just before parking)."""
-        return any(r.available() > 0 for r in self.ctx.readers)
+    def sleep_for(self) -> float | None:
+        """Asked just before parking: 0 if an input has something, else how long the agent
+        may sleep (None: until a writer rings its doorbell)."""
+        return 0.0 if any(r.available() > 0 for r in self.ctx.readers) else None
 
 
 class AgentContext:
@@ -115,7 +116,7 @@ def run(agent: Agent, ctx: AgentContext) -> None:
     signal.signal(signal.SIGTERM, on_sig)
     signal.signal(signal.SIGINT, on_sig)
     parker = idle_mod.Doorbell(ctx.doorbell, ctx.readers, ctx.cfg.idle.park_us)
-    strategy = idle_mod.make(ctx.cfg.idle, parker, agent.has_work)
+    strategy = idle_mod.make(ctx.cfg.idle, parker, agent.sleep_for)
     idle = strategy.idle
     do_work = agent.do_work
     now = time.monotonic_ns

@@ -63,8 +63,8 @@ IdleName = Literal["busy-spin", "yield", "backoff", "blocking"]
 
 class IdleConfig(_Base):
     strategy: IdleName = "backoff"
-    spins: int = 200  # backoff: empty polls that only spin
-    yields: int = 50  # backoff: then empty polls followed by sched_yield()
+    spins: int = 10  # backoff: empty polls that only spin
+    yields: int = 5  # backoff: then empty polls followed by sched_yield()
     park_us: int = 1000  # then park (semaphore) at most this long before polling again
 
     def __post_init__(self):

@@ -22,27 +22,34 @@ This machine has 2 cores for 5 processes, so the default is Backoff ending in a 
 from __future__ import annotations
 
 import os
-import time
 
 import posix_ipc
 
 
 class Doorbell:
-    """Park on a semaphore after flagging `readers` asleep; `has_work()` re-checks."""
+    """Park on a semaphore after flagging `readers` asleep.
+
+    `sleep_for()` is asked after the flags are up: 0 means there is work (do not park), a
+    number of seconds bounds the park (a paced producer knows when its next tick is due),
+    None means "until a writer rings", bounded by `park_us`.
+    """
 
     def __init__(self, semaphore, readers, park_us: int):
         self.semaphore = semaphore
         self.readers = list(readers)
         self.timeout = park_us / 1e6
 
-    def park(self, has_work) -> None:
+    def park(self, sleep_for) -> None:
         for r in self.readers:
             r.set_asleep(True)
         try:
-            if has_work():
+            t = sleep_for()
+            if t is None or t > self.timeout:
+                t = self.timeout
+            if t <= 0:
                 return
             try:
-                self.semaphore.acquire(self.timeout)
+                self.semaphore.acquire(t)
             except posix_ipc.BusyError:  # timed out
                 pass
         finally:
@@ -54,17 +61,6 @@ class Doorbell:
                 self.semaphore.acquire(0)
         except posix_ipc.BusyError:
             pass
-
-
-class SleepPark:
-    """Park without a doorbell: sleep `park_us` (for agents whose work is not a ring)."""
-
-    def __init__(self, park_us: int):
-        self.timeout = park_us / 1e6
-        self.readers = []
-
-    def park(self, has_work) -> None:
-        time.sleep(self.timeout)
 
 
 class BusySpin:
@@ -85,9 +81,9 @@ class Yield:
 class Backoff:
     name = "backoff"
 
-    def __init__(self, parker, has_work, spins: int = 200, yields: int = 50):
+    def __init__(self, parker, sleep_for, spins: int = 200, yields: int = 50):
         self.parker = parker
-        self.has_work = has_work
+        self.sleep_for = sleep_for
         self.spins = spins
         self.yields = spins + yields
         self.empty = 0
@@ -102,22 +98,22 @@ class Backoff:
         if self.empty <= self.yields:
             os.sched_yield()
             return
-        self.parker.park(self.has_work)
+        self.parker.park(self.sleep_for)
 
 
 class Blocking(Backoff):
     name = "blocking"
 
-    def __init__(self, parker, has_work):
-        super().__init__(parker, has_work, 0, 0)
+    def __init__(self, parker, sleep_for):
+        super().__init__(parker, sleep_for, 0, 0)
 
 
-def make(cfg, parker, has_work):
+def make(cfg, parker, sleep_for):
     """The idle strategy named by an `IdleConfig`."""
     if cfg.strategy == "busy-spin":
         return BusySpin()
     if cfg.strategy == "yield":
         return Yield()
     if cfg.strategy == "blocking":
-        return Blocking(parker, has_work)
-    return Backoff(parker, has_work, cfg.spins, cfg.yields)
+        return Blocking(parker, sleep_for)
+    return Backoff(parker, sleep_for, cfg.spins, cfg.yields)

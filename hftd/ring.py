@@ -280,6 +280,27 @@ class RingWriter:
         r.seq[d] = idx
         self.position = p + n
 
+    def copy_one(self, src: Ring, position: int) -> None:
+        """Copy the event at `position` of ring `src` into the claimed slot at `position`:
+        the scalar twin of `forward`, cheaper for one event than numpy's fixed costs."""
+        r = self.ring
+        i = position & src.mask
+        n = src.i_length[i]
+        if n > r.slot_size:
+            raise PayloadTooLarge(
+                f"payload of {n} bytes does not fit ring {r.name}'s {r.slot_size}-byte slots"
+            )
+        o = i * src.slot_size
+        p = self.position
+        j = p & r.mask
+        oo = j * r.slot_size
+        r.data[oo : oo + n] = src.data[o : o + n]
+        r.i_length[j] = n
+        r.i_key[j] = src.i_key[i]
+        r.q_t_ingest[j] = src.q_t_ingest[i]
+        r.q_seq[j] = p
+        self.position = p + 1
+
     def publish(self) -> int:
         """Make everything put since the last publish visible; wake the reader if it sleeps.
         Returns how many events this published."""
@@ -343,6 +364,20 @@ class RingReader:
             o = i * ss
             append(decode(data[o : o + lengths[i]]))
         return out
+
+    def record_ages(self, histogram, now_ns: int, n: int) -> None:
+        """Record now - t_ingest of the `n` events from `position` on into `histogram`:
+        a numpy pass for a batch, a scalar loop for a few events (numpy's per-call cost
+        would dominate there)."""
+        r = self.ring
+        pos = self.position
+        if n >= 16:
+            idx = np.arange(pos, pos + n, dtype=np.int64) & r.mask
+            histogram.record_many(now_ns - r.t_ingest[idx])
+        else:
+            t, mask, record = r.q_t_ingest, r.mask, histogram.record
+            for p in range(pos, pos + n):
+                record(now_ns - t[p & mask])
 
     def commit(self, n: int) -> None:
         """Release `n` events (one store of the read cursor)."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 
 import psutil
 import pytest
 
 from hftd import shm
-from conftest import start_hftd, stop
+from conftest import HFTD, start_hftd, stop
 
 N = 200_000
 
@@ -142,4 +144,19 @@ def test_a_killed_agent_is_restarted_and_the_stream_completes(instance, tmp_path
     assert rep["ticks"]["published"] == n
     for name, r in rep["rings"].items():
         assert r["in_flight"] == 0, name
+    assert shm.leftovers(instance) == []
+
+
+def test_embedded_default_config_runs_until_ctrl_c(instance, tmp_path):
+    """`hftd run` with no config file (what `make run` does), stopped by Ctrl-C."""
+    env = dict(os.environ, XDG_RUNTIME_DIR=str(tmp_path))
+    proc = subprocess.Popen(HFTD + ["run", "--instance", instance], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        _agents_of(psutil.Process(proc.pid), 4)
+        time.sleep(1.5)
+    finally:
+        rc, _, err = stop(proc)
+    assert rc == 0, err
+    assert "ticks/s" in err  # at least one status line
     assert shm.leftovers(instance) == []

@@ -7,6 +7,7 @@ poll) or as fast as the producer asks; optionally a fixed number of ticks.
 
 from __future__ import annotations
 
+import random
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ from . import FeedBatch
 class SyntheticFeed:
     def __init__(self, cfg, n_instruments: int):
         self.rng = np.random.default_rng(cfg.seed)
+        self.py_rng = random.Random(cfg.seed)  # a few ticks at a time: cheaper than numpy
         self.n_instruments = n_instruments
         self.prices = np.full(n_instruments, cfg.start_price, dtype=np.int64)
         self.max_qty = cfg.max_qty
@@ -30,11 +32,19 @@ class SyntheticFeed:
         return self.limit > 0 and self.emitted >= self.limit
 
     def due(self, now_ns: int) -> int:
+        """Ticks due by `now_ns` and not yet emitted."""
         if self.rate <= 0:
             return 1 << 62
         if not self.t0:
             self.t0 = now_ns
         return int((now_ns - self.t0) * self.rate / 1e9) + 1 - self.emitted
+
+    def next_due_s(self, now_ns: int) -> float:
+        """Seconds until the next tick is due (0 if one is due now)."""
+        if self.rate <= 0 or not self.t0:
+            return 0.0
+        wait = self.t0 + self.emitted * 1e9 / self.rate - now_ns
+        return wait / 1e9 if wait > 0 else 0.0
 
     def poll(self, max_n: int, now_ns: int) -> FeedBatch | None:
         n = min(max_n, self.due(now_ns))
@@ -42,6 +52,8 @@ class SyntheticFeed:
             n = min(n, self.limit - self.emitted)
         if n <= 0:
             return None
+        if n <= 8:
+            return self._few(n)
         rng = self.rng
         instrument = rng.integers(0, self.n_instruments, n, dtype=np.int32)
         step = rng.integers(-1, 2, n, dtype=np.int64)
@@ -61,3 +73,18 @@ class SyntheticFeed:
         self.emitted += n
         t_ex = np.full(n, time.time_ns(), dtype=np.int64)
         return FeedBatch(instrument, price, qty, t_ex)
+
+    def _few(self, n: int) -> FeedBatch:
+        r = self.py_rng
+        prices = self.prices
+        inst, price = [], []
+        for _ in range(n):
+            i = r.randrange(self.n_instruments)
+            p = max(int(prices[i]) + r.randrange(-1, 2), 1)
+            prices[i] = p
+            inst.append(i)
+            price.append(p)
+        qty = [r.randrange(1, self.max_qty + 1) for _ in range(n)]
+        self.emitted += n
+        return FeedBatch(np.array(inst, np.int32), np.array(price, np.int64),
+                         np.array(qty, np.int64), np.full(n, time.time_ns(), np.int64))

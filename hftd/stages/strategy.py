@@ -16,8 +16,6 @@ import importlib
 import time
 from collections import deque
 
-import numpy as np
-
 from ..agent import Agent
 from ..events import (Codec, Control, ControlKind, OrderRequest, OrderReport, ReportKind,
                       ReportStream, Tick, TickStream)
@@ -170,10 +168,7 @@ class StrategyStage(Agent):
         n_ticks = taken - (1 if self.ticks_ended else 0)
         now = time.monotonic_ns()
         if n_ticks:
-            ring = r.ring
-            pos = r.position
-            idx = np.arange(pos, pos + n_ticks, dtype=np.int64) & ring.mask
-            self.latency.record_many(now - ring.t_ingest[idx])
+            r.record_ages(self.latency, now, n_ticks)
             if self.c_first_tick_ns.value == 0:
                 self.c_first_tick_ns.set(now)
                 self.c_first_seq.set(evs[0].seq)  # a tick: a stream never starts with SHUTDOWN
