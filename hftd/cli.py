@@ -49,7 +49,12 @@ def run(config_path, duration, ticks, rate, instance, report_path):
     if instance:
         overrides["instance"] = instance
     cfg = _load(config_path, overrides)
-    sys.exit(Supervisor(cfg, duration=duration, report_path=report_path).run())
+    sup = Supervisor(cfg, duration=duration, report_path=report_path)
+    try:
+        sup.preflight()
+    except config_mod.ConfigError as e:
+        raise click.ClickException(f"config error: {e}") from None
+    sys.exit(sup.run())
 
 
 @main.command("check-config")

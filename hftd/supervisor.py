@@ -70,6 +70,16 @@ class Supervisor:
         return shm.object_name(self.instance, what)
 
     # --- lifecycle ------------------------------------------------------------------------
+    def preflight(self) -> None:
+        """Fail before touching anything on what the config names but cannot be had."""
+        from .stages.strategy import load_strategy_class
+
+        for s in self.cfg.strategies:
+            try:
+                load_strategy_class(s.class_)
+            except ValueError as e:
+                raise config_mod.ConfigError(f"strategies[{s.name}].class: {e}") from None
+
     def run(self) -> int:
         require_supported_platform()
         agent_mod.pin(self.cfg.supervisor.cpus)

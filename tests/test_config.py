@@ -36,6 +36,8 @@ def test_a_partial_table_keeps_the_other_defaults(tmp_path):
     ("[[strategies]]\nname = \"a\"\ninstruments = [\"NOPE\"]\n",
      "strategies[a].instruments: unknown instrument 'NOPE'"),
     ("instance = \"a/b\"\n", "instance name 'a/b' is invalid"),
+    ("[[strategies]]\nclass = \"nowhere.mod:Nope\"\n",
+     "strategies[sample].class: strategy class 'nowhere.mod:Nope' cannot be loaded"),
 ])
 def test_bad_config_exits_non_zero_naming_the_key(tmp_path, toml, named):
     p = tmp_path / "bad.toml"
