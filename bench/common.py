@@ -1,0 +1,126 @@
+"""What every design in the benchmark shares, so they are measured the same way.
+
+- The tick stream: hftd's own synthetic feed (same seed, same ticks, same order), encoded
+  as hftd's msgspec `Tick`.
+- The strategy: hftd's sample `Momentum` strategy, hosted by `StrategyHost`, so every
+  design sends the same orders for the same ticks.
+- The clock: `time.monotonic_ns()` (CLOCK_MONOTONIC, one clock for all processes).
+  `t_ingest` is stamped when the producer takes a tick from the feed; tick-to-trade is
+  measured by the executor when the order arrives there, as `now - t_ingest`.
+- Loss: ticks the producer took from the feed minus ticks the strategy received.
+- The result file: `write_result`, one JSON per run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import msgspec
+import numpy as np
+
+from hftd.config import SyntheticFeedConfig
+from hftd.events import OrderReport, OrderRequest, ReportKind, Tick
+from hftd.feeds.synthetic import SyntheticFeed
+from hftd.strategies.base import StrategyApi
+from hftd.strategies.momentum import Momentum
+
+N_INSTRUMENTS = 5
+SEED = 1
+
+tick_encoder = msgspec.msgpack.Encoder()
+tick_decoder = msgspec.msgpack.Decoder(Tick)
+order_decoder = msgspec.msgpack.Decoder(OrderRequest)
+report_decoder = msgspec.msgpack.Decoder(OrderReport)
+encode = tick_encoder.encode
+
+
+class TickSource:
+    """The benchmark's tick stream: `poll(max_n)` returns the ticks due now (paced at
+    `rate` ticks/s, or up to `max_n` when rate is 0) as Tick objects stamped with t_ingest,
+    until `total` ticks have been produced."""
+
+    def __init__(self, total: int, rate: float, seed: int = SEED):
+        self.feed = SyntheticFeed(SyntheticFeedConfig(rate=rate, ticks=total, seed=seed),
+                                  N_INSTRUMENTS)
+        self.seq = 0
+
+    @property
+    def exhausted(self) -> bool:
+        return self.feed.exhausted
+
+    def next_due_s(self) -> float:
+        return self.feed.next_due_s(time.monotonic_ns())
+
+    def poll(self, max_n: int) -> list[Tick]:
+        b = self.feed.poll(max_n, time.monotonic_ns())
+        if b is None:
+            return []
+        t = time.monotonic_ns()
+        s = self.seq
+        out = [Tick(s + k, t, i, p, q, x) for k, (i, p, q, x) in
+               enumerate(zip(b.instrument.tolist(), b.price.tolist(), b.qty.tolist(),
+                             b.t_exchange.tolist()))]
+        self.seq = s + len(out)
+        return out
+
+
+class StrategyHost:
+    """hftd's sample strategy outside hftd: `on_tick` returns the orders it sent."""
+
+    def __init__(self, params: dict | None = None):
+        self.orders: list[OrderRequest] = []
+        self.api = StrategyApi([f"I{i}" for i in range(N_INSTRUMENTS)], self._submit)
+        self.strategy = Momentum(self.api, params or {})
+        self.strategy.on_start()
+        self.current_t_ingest = 0
+        self.next_id = 1
+
+    def _submit(self, instrument, side, qty, price, ref_price) -> int:
+        oid = self.next_id
+        self.next_id += 1
+        self.orders.append(OrderRequest(0, self.current_t_ingest, oid, instrument, side, qty,
+                                        price, ref_price))
+        return oid
+
+    def on_tick(self, tick: Tick) -> list[OrderRequest]:
+        self.current_t_ingest = tick.t_ingest
+        self.api.last_price[tick.instrument] = tick.price
+        self.strategy.on_tick(tick)
+        out, self.orders = self.orders, []
+        return out
+
+    def on_report(self, r: OrderReport) -> None:
+        if r.kind == ReportKind.FILL:
+            self.api.positions[r.instrument] += r.side * r.qty
+            self.api.working[r.instrument] -= r.side * r.qty
+        elif r.kind == ReportKind.REJECT:
+            self.api.working[r.instrument] -= r.side * r.qty
+        self.strategy.on_report(r)
+
+
+def fill_for(order: OrderRequest) -> OrderReport:
+    """The simulated venue's answer (as hftd's: market order filled at the reference price)."""
+    return OrderReport(order.seq, order.t_ingest, order.order_id, ReportKind.FILL,
+                       order.instrument, order.side, order.qty, order.ref_price)
+
+
+def percentiles_us(samples_ns) -> dict:
+    a = np.asarray(samples_ns, dtype=np.int64)
+    if a.size == 0:
+        return {"count": 0, "p50": None, "p90": None, "p99": None, "p99.9": None, "max": None}
+    qs = np.percentile(a, [50, 90, 99, 99.9], method="inverted_cdf") / 1e3
+    return {"count": int(a.size), "p50": float(qs[0]), "p90": float(qs[1]), "p99": float(qs[2]),
+            "p99.9": float(qs[3]), "max": float(a.max() / 1e3)}
+
+
+def write_result(path: str, *, sent: int, delivered: int, t2t_ns, active_s: float,
+                 dropped: int | None = None, orders: int = 0, **extra) -> None:
+    """`sent`: ticks taken from the feed; `delivered`: ticks the strategy received;
+    `dropped`: ticks the design itself counted as dropped (None if it cannot know)."""
+    res = {"sent": sent, "delivered": delivered, "lost": sent - delivered,
+           "dropped_counted": dropped, "orders": orders, "active_s": active_s,
+           "throughput": delivered / active_s if active_s > 0 else 0.0,
+           "t2t_us": percentiles_us(t2t_ns), **extra}
+    with open(path, "w") as f:
+        json.dump(res, f, indent=2)
