@@ -22,10 +22,14 @@ from .ring import Ring, RingReader, RingWriter
 
 
 class Agent:
-    """Base class of the four stages. Subclasses set SCHEMA and implement do_work."""
+    """Base class of the four stages. Subclasses define `schema(cfg)` (the names in their
+    stats block) and implement `do_work`."""
 
-    SCHEMA: stats.Schema
     done = False
+
+    @classmethod
+    def schema(cls, cfg) -> stats.Schema:
+        raise NotImplementedError
 
     def __init__(self, ctx: "AgentContext"):
         self.ctx = ctx

@@ -39,23 +39,44 @@ class Instrument(_Base):
     tick_size: str = "1"  # one price unit, as a decimal string (prices travel as integer ticks)
 
 
+Policy = Literal["block", "conflate", "drop"]
+
+
 class RingConfig(_Base):
     capacity: int
     slot_size: int
+    policy: Policy = "block"  # what the writer does when the ring is backpressured
+    high_watermark: float = 0.8  # occupancy ratio that marks the ring backpressured ...
+    low_watermark: float = 0.5  # ... and the one that clears it
+    block_deadline_ms: float = 0.0  # a block longer than this raises an alarm; 0 = never
 
     def __post_init__(self):
         ring_mod.check_geometry(self.capacity, self.slot_size)
+        if not 0 <= self.low_watermark < self.high_watermark <= 1:
+            raise ValueError(
+                f"watermarks must satisfy 0 <= low_watermark < high_watermark <= 1, got "
+                f"low {self.low_watermark} and high {self.high_watermark}")
+        if self.block_deadline_ms < 0:
+            raise ValueError(f"block_deadline_ms must be >= 0, got {self.block_deadline_ms}")
 
 
-def _ring(capacity, slot_size):
-    return msgspec.field(default_factory=lambda: RingConfig(capacity=capacity, slot_size=slot_size))
+def _ring(capacity, slot_size, **kw):
+    return msgspec.field(
+        default_factory=lambda: RingConfig(capacity=capacity, slot_size=slot_size, **kw))
 
 
 class RingsConfig(_Base):
     ticks: RingConfig = _ring(65536, 64)
-    orders: RingConfig = _ring(4096, 128)
-    reports: RingConfig = _ring(4096, 128)
-    control: RingConfig = _ring(64, 64)
+    orders: RingConfig = _ring(4096, 128, block_deadline_ms=1000.0)
+    reports: RingConfig = _ring(4096, 128, block_deadline_ms=1000.0)
+    control: RingConfig = _ring(64, 64, block_deadline_ms=1000.0)
+
+    def __post_init__(self):
+        for key in ("orders", "reports", "control"):
+            if getattr(self, key).policy != "block":
+                raise ValueError(f"{key}.policy: orders, reports and control are never dropped "
+                                 f"or conflated; the policy must be 'block', got "
+                                 f"{getattr(self, key).policy!r}")
 
 
 IdleName = Literal["busy-spin", "yield", "backoff", "blocking"]
@@ -109,13 +130,21 @@ class ProducerConfig(_Base):
         _batch_ok(self.batch)
 
 
+def _batches_ok(lo: int, hi: int) -> None:
+    _batch_ok(lo)
+    _batch_ok(hi)
+    if lo > hi:
+        raise ValueError(f"batch_min ({lo}) must not exceed batch ({hi})")
+
+
 class DispatcherConfig(_Base):
     cpus: list[int] = []
-    batch: int = 1024
+    batch_min: int = 16  # ticks per pass when its input ring is empty-ish ...
+    batch: int = 1024  # ... growing with the ring's occupancy up to this
 
     def __post_init__(self):
         _check_cpus(self.cpus)
-        _batch_ok(self.batch)
+        _batches_ok(self.batch_min, self.batch)
 
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,30}$")
@@ -127,6 +156,8 @@ class StrategyConfig(_Base):
     instruments: list[str] = []  # symbols routed to this strategy; empty = all
     params: dict[str, Any] = {}
     cpus: list[int] = []
+    policy: Literal["", "block", "conflate", "drop"] = ""  # its ticks ring; "" = rings.ticks.policy
+    batch_min: int = 16
     batch: int = 256
 
     def __post_init__(self):
@@ -137,7 +168,7 @@ class StrategyConfig(_Base):
         if ":" not in self.class_:
             raise ValueError(f"class {self.class_!r} must look like 'package.module:ClassName'")
         _check_cpus(self.cpus)
-        _batch_ok(self.batch)
+        _batches_ok(self.batch_min, self.batch)
 
 
 class RiskConfig(_Base):
@@ -224,6 +255,10 @@ class Config(_Base):
     # --- derived -----------------------------------------------------------------------
     def symbols(self) -> list[str]:
         return [i.symbol for i in self.instruments]
+
+    def ticks_policy(self, strategy: StrategyConfig | None = None) -> str:
+        """Policy of `strategy`'s ticks ring, or of ticks.in when None."""
+        return (strategy and strategy.policy) or self.rings.ticks.policy
 
     def routes(self, strategy: StrategyConfig) -> list[int]:
         """Instrument ids routed to `strategy`."""

@@ -155,7 +155,7 @@ class Supervisor:
             self.bells[a.name] = shm.create_semaphore(bell)
             self.created.append(("sem", bell))
             blk = self.obj(topology.stats_name(a.name))
-            a.block = stats.StatsBlock.create(blk, ROLES[a.spec.role].SCHEMA)
+            a.block = stats.StatsBlock.create(blk, ROLES[a.spec.role].schema(self.cfg))
             self.created.append(("shm", blk))
             self.control[a.name] = RingWriter(self.rings[f"control.{a.name}"], self.bells[a.name])
         spec = agent_mod.spec_path(self.runtime_dir, self.instance)

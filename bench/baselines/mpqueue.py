@@ -32,48 +32,63 @@ def get(q, timeout: float = IDLE_S):
 def producer(rate: float, n: int, out, results) -> None:
     source = TickSource(n, rate)
     sent = t_first = 0
-    while not source.exhausted:
-        ticks = source.poll(FEED_BATCH)
-        if not ticks:
-            time.sleep(source.next_due_s())
-            continue
-        if not sent:
-            t_first = ticks[0].t_ingest
-        sent += len(ticks)
-        for t in ticks:
-            out.put(encode(t), timeout=IDLE_S)
-    out.put(EOS, timeout=IDLE_S)
+    try:
+        while not source.exhausted:
+            ticks = source.poll(FEED_BATCH)
+            if not ticks:
+                time.sleep(source.next_due_s())
+                continue
+            if not sent:
+                t_first = ticks[0].t_ingest
+            sent += len(ticks)
+            for t in ticks:
+                out.put(encode(t), timeout=IDLE_S)
+        out.put(EOS, timeout=IDLE_S)
+    except queue.Full:  # nobody has read for IDLE_S: the dispatcher is gone
+        out.cancel_join_thread()
     results.put(("producer", {"sent": sent, "t_first": t_first}))
 
 
 def dispatcher(inp, routes: list, results) -> None:
-    while (raw := get(inp)) is not EOS:
-        routes[tick_decoder.decode(raw).instrument].put(raw, timeout=IDLE_S)
-    for q in set(routes):
-        q.put(EOS, timeout=IDLE_S)
+    try:
+        while (raw := get(inp)) is not EOS:
+            routes[tick_decoder.decode(raw).instrument].put(raw, timeout=IDLE_S)
+        for q in set(routes):
+            q.put(EOS, timeout=IDLE_S)
+    except queue.Full:  # nobody has read for IDLE_S: the strategy is gone
+        for q in set(routes):
+            q.cancel_join_thread()
     results.put(("dispatcher", {}))
 
 
 def strategy(ticks, orders, reports, results) -> None:
     host = StrategyHost()
     delivered = n_orders = n_reports = t_last = 0
+    reports_open = True
+
+    def on_report(raw) -> bool:
+        """Handle a report; False at the executor's end of stream."""
+        nonlocal n_reports
+        if raw is EOS:
+            return False
+        host.on_report(report_decoder.decode(raw))
+        n_reports += 1
+        return True
+
     while (raw := get(ticks)) is not EOS:
-        while True:  # the reports that are in, before the next tick
+        while reports_open:  # the reports that are in, before the next tick
             try:
-                r = reports.get_nowait()
+                reports_open = on_report(reports.get_nowait())
             except queue.Empty:
                 break
-            host.on_report(report_decoder.decode(r))
-            n_reports += 1
         delivered += 1
         t_last = time.monotonic_ns()
         for o in host.on_tick(tick_decoder.decode(raw)):
             orders.put(encode(o))
             n_orders += 1
     orders.put(EOS)
-    while (r := get(reports)) is not EOS:  # the executor ends the reports after the last one
-        host.on_report(report_decoder.decode(r))
-        n_reports += 1
+    while reports_open:  # the executor ends the reports after the last one
+        reports_open = on_report(get(reports))
     results.put(("strategy", {"delivered": delivered, "t_last": t_last, "orders": n_orders,
                               "reports": n_reports}))
 

@@ -147,20 +147,25 @@ def strategy(d: str, results) -> None:
     host = StrategyHost()
     delivered = n_orders = n_reports = t_last = 0
     ready = ended = False
+    reports_open = True
 
-    def on_report(raw: bytes) -> None:
+    def on_report(raw: bytes) -> bool:
+        """Handle a report; False at the executor's end of stream."""
         nonlocal n_reports
+        if raw == EOS:
+            return False
         host.on_report(report_decoder.decode(raw))
         n_reports += 1
+        return True
 
     while not ended:
         ready_socks = dict(poller.poll(int(IDLE_S * 1000)))
         if not ready_socks:
             break
         if reports in ready_socks:
-            while True:
+            while reports_open:
                 try:
-                    on_report(reports.recv(zmq.NOBLOCK))
+                    reports_open = on_report(reports.recv(zmq.NOBLOCK))
                 except zmq.Again:
                     break
         if sub not in ready_socks:
@@ -186,8 +191,8 @@ def strategy(d: str, results) -> None:
                     n_orders += 1
     orders.send(EOS)
     try:
-        while (raw := reports.recv()) != EOS:  # the executor ends the reports after the last
-            on_report(raw)
+        while reports_open:  # the executor ends the reports after the last one
+            reports_open = on_report(reports.recv())
     except zmq.Again:
         pass
     results.put(("strategy", {"delivered": delivered, "t_last": t_last, "orders": n_orders,

@@ -22,6 +22,11 @@ class FeedBatch:
     def __len__(self) -> int:
         return len(self.instrument)
 
+    def select(self, which) -> "FeedBatch":
+        """The ticks at `which` (a mask, an index array or a slice)."""
+        return FeedBatch(self.instrument[which], self.price[which], self.qty[which],
+                         self.t_exchange[which])
+
 
 def make(cfg):
     if cfg.producer.feed == "synthetic":

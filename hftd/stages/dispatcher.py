@@ -2,12 +2,20 @@
 
 A batch is handled column-wise: the envelope's key column (instrument id) picks, per
 strategy, which slots go to its ring, and `RingWriter.forward` copies them with one
-fancy-index assignment per column. Backpressure is the `block` policy: the batch is cut to
-the longest prefix that every strategy ring has room for, so nothing is lost and a full ring
-stops the dispatcher (and so the producer) until its strategy catches up.
+fancy-index assignment per column. A few ticks take a scalar path instead, where numpy's
+per-call cost would dominate. The batch limit grows with the input ring's occupancy, from
+`batch_min` (an idle pipeline: short passes, prompt control) to `batch` (a backlog: few,
+large passes).
 
-An in-band control event (the end-of-stream marker) ends a batch; SHUTDOWN is passed on to
-every strategy ring and ends the dispatcher.
+Each strategy ring has its own flow policy (`hftd.flow`). `block` rings cut the batch to the
+longest prefix they all have room for, so nothing is lost and a full ring stops the
+dispatcher (and so the producer) until its strategy catches up. `conflate` and `drop` rings
+never hold the batch up: what does not fit is conflated or dropped for that ring alone, so
+a slow strategy backpressures only its own ring. Per ring: routed = published + conflated
++ dropped (+ conflated ticks still waiting).
+
+An in-band control event (the end-of-stream marker) ends a batch; SHUTDOWN flushes what
+each ring holds, is passed on to every strategy ring, and ends the dispatcher.
 """
 
 from __future__ import annotations
@@ -17,57 +25,112 @@ import time
 import numpy as np
 
 from ..agent import Agent
+from ..flow import BLOCK, CONFLATE, Flow
 from ..events import ControlKind
-from ..stats import COUNTER, GAUGE, Schema
+from ..stats import COUNTER, Schema
 from ..topology import strategy_agent
 from .common import decode_control, end_of_stream, read_control
 
 SMALL_BATCH = 8  # up to this many ticks are routed one by one, past it column-wise
 
 
+class _Out:
+    """One strategy ring: writer, flow control, routing mask and counters."""
+
+    def __init__(self, ctx, scfg, cfg):
+        self.name = scfg.name
+        self.writer = ctx.writer(f"ticks.{scfg.name}", strategy_agent(scfg.name))
+        rc = cfg.rings.ticks
+        self.flow = Flow(self.writer, cfg.ticks_policy(scfg), rc.high_watermark, rc.low_watermark)
+        ids = cfg.routes(scfg)
+        n = len(cfg.instruments)
+        self.route = None if len(ids) == n else np.isin(np.arange(n), ids)  # None: all
+        st = ctx.stats
+        self.routed = st.value(f"routed.{scfg.name}")
+        self.conflated = st.value(f"conflated.{scfg.name}")
+        self.dropped = st.value(f"dropped.{scfg.name}")
+        self.pending = st.value(f"conflation_pending.{scfg.name}")
+
+    @property
+    def blocks(self) -> bool:
+        return self.flow.policy == BLOCK
+
+    def divert(self, src, positions) -> None:
+        """Ticks that do not fit this ring: conflate (newest per instrument) or drop."""
+        if self.flow.policy == CONFLATE:
+            add = self.flow.pending.add
+            keys, t_in, data, lengths = src.i_key, src.q_t_ingest, src.data, src.i_length
+            ss, mask = src.slot_size, src.mask
+            replaced = 0
+            for p in positions:
+                i = p & mask
+                o = i * ss
+                replaced += add(keys[i], (t_in[i], bytes(data[o: o + lengths[i]])))
+            self.conflated.add(replaced)
+            self.pending.set(len(self.flow.pending))
+        else:
+            self.dropped.add(len(positions))
+
+    def flush(self) -> int:
+        """Publish conflated ticks once the ring is below its low watermark again."""
+        pending = self.flow.pending
+        if not pending or self.flow.backpressured():
+            return 0
+        w = self.writer
+        n = pending.flush(w.claim(len(pending)), lambda k, item: w.put(k, item[0], item[1]))
+        self.pending.set(len(pending))
+        return n
+
+
 class Dispatcher(Agent):
-    SCHEMA = Schema(
-        values=(("ticks_in", COUNTER), ("ticks_out", COUNTER), ("control_in", COUNTER),
-                ("full_polls", COUNTER), ("backpressured", GAUGE)),
-        histograms=("stage",),
-    )
+    @classmethod
+    def schema(cls, cfg) -> Schema:
+        per_ring = []
+        for s in cfg.strategies:
+            per_ring += [(f"routed.{s.name}", COUNTER), (f"conflated.{s.name}", COUNTER),
+                         (f"dropped.{s.name}", COUNTER), (f"conflation_pending.{s.name}", "gauge")]
+        return Schema(values=(("ticks_in", COUNTER), ("ticks_out", COUNTER),
+                              ("control_in", COUNTER), ("full_polls", COUNTER), *per_ring),
+                      histograms=("stage",))
 
     def __init__(self, ctx):
         super().__init__(ctx)
         cfg = ctx.cfg
         self.control = ctx.reader("control.dispatcher")
         self.inp = ctx.reader("ticks.in")
-        self.outs = []
+        self.outs = [_Out(ctx, s, cfg) for s in cfg.strategies]
         n_instr = len(cfg.instruments)
-        for s in cfg.strategies:
-            w = ctx.writer(f"ticks.{s.name}", strategy_agent(s.name))
-            ids = cfg.routes(s)
-            if len(ids) == n_instr:
-                route = None  # everything: skip the mask
-            else:
-                route = np.zeros(n_instr, dtype=bool)
-                route[ids] = True
-            self.outs.append((w, route))
-        # per instrument id, the writers it is routed to (the scalar path's routing table)
-        self.targets = [[w for w, route in self.outs if route is None or route[k]]
+        # per instrument id, the rings it is routed to (the scalar path's routing table)
+        self.targets = [[o for o in self.outs if o.route is None or o.route[k]]
                         for k in range(n_instr)]
-        self.batch = cfg.dispatcher.batch
+        self.batch_min = cfg.dispatcher.batch_min
+        self.batch_span = cfg.dispatcher.batch - cfg.dispatcher.batch_min
+        self.capacity = self.inp.ring.capacity
         st = ctx.stats
         self.ticks_in = st.value("ticks_in")
         self.ticks_out = st.value("ticks_out")
         self.control_in = st.value("control_in")
         self.full_polls = st.value("full_polls")
         self.latency = st.histogram("stage")
-        self.ended: set[int] = set()
+        self.ended: set[str] = set()
+
+    def sleep_for(self) -> float | None:
+        if any(o.flow.pending and not o.flow.on for o in self.outs):
+            return 0.0
+        return super().sleep_for()
 
     def do_work(self) -> int:
         work = len(read_control(self.control))  # nothing to act on yet; drained first
+        for o in self.outs:
+            if o.flow.pending:
+                work += o.flush()
         inp = self.inp
         n = inp.available()
         if n <= 0:
             return work
-        if n > self.batch:
-            n = self.batch
+        limit = self.batch_min + self.batch_span * n // self.capacity
+        if n > limit:
+            n = limit
         if n <= SMALL_BATCH:
             return work + self._route_each(n)
         src = inp.ring
@@ -82,28 +145,36 @@ class Dispatcher(Agent):
             positions = positions[:n]
             keys = keys[:n]
         selections = []
-        for w, route in self.outs:
-            if route is None:
-                sel = None
-                room = w.claim(n)
+        for o in self.outs:
+            sel = None if o.route is None else o.route[keys]
+            selections.append(sel)
+            if not o.blocks:
+                continue
+            if sel is None:
+                room = o.writer.claim(n)
                 if room < n:
                     n = room
             else:
-                sel = route[keys]
                 cum = np.cumsum(sel)
                 need = int(cum[n - 1]) if n else 0
-                room = w.claim(need)
+                room = o.writer.claim(need)
                 if room < need:
                     n = min(n, int(np.searchsorted(cum, room, side="right")))
-            selections.append(sel)
         if n == 0:
             self.full_polls.add()
             return work
         positions = positions[:n]
         out = 0
-        for (w, _), sel in zip(self.outs, selections):
-            w.forward(src, positions if sel is None else positions[sel[:n]])
-            out += w.publish()
+        for o, sel in zip(self.outs, selections):
+            mine = positions if sel is None else positions[sel[:n]]
+            o.routed.add(len(mine))
+            if not o.blocks:
+                room = 0 if (o.flow.backpressured() or o.flow.pending) else o.writer.claim(len(mine))
+                if room < len(mine):
+                    o.divert(src, mine[room:].tolist())
+                    mine = mine[:room]
+            o.writer.forward(src, mine)
+            out += o.writer.publish()
         return work + self._consumed(n, out)
 
     def _route_each(self, n: int) -> int:
@@ -120,17 +191,22 @@ class Dispatcher(Agent):
                     return self._in_band_control(p)
                 break
             targets = self.targets[k]
-            if not all(w.claim(1) for w in targets):
+            if not all(o.writer.claim(1) for o in targets if o.blocks):
                 break
-            for w in targets:
-                w.copy_one(src, p)
+            for o in targets:
+                o.routed.add()
+                if o.blocks or (not o.flow.backpressured() and not o.flow.pending
+                                and o.writer.claim(1)):
+                    o.writer.copy_one(src, p)
+                else:
+                    o.divert(src, (p,))
             done += 1
         if done == 0:
             self.full_polls.add()
             return 0
         out = 0
-        for w, _ in self.outs:
-            out += w.publish()
+        for o in self.outs:
+            out += o.writer.publish()
         return self._consumed(done, out)
 
     def _consumed(self, n: int, out: int) -> int:
@@ -148,9 +224,21 @@ class Dispatcher(Agent):
             self.inp.commit(1)
             self.control_in.add()
             return 1
-        for i, (w, _) in enumerate(self.outs):
-            if i not in self.ended and end_of_stream(w):
-                self.ended.add(i)
+        # end of stream: what each ring holds goes first (waiting for room), then the marker
+        for o in self.outs:
+            if o.name in self.ended:
+                continue
+            if o.flow.pending:
+                o.flow.on = False  # draining: publish whatever fits, whatever the watermark
+                w = o.writer
+                o.flow.pending.flush(w.claim(len(o.flow.pending)),
+                                     lambda k, item: w.put(k, item[0], item[1]))
+                o.pending.set(len(o.flow.pending))
+                w.publish()
+                if o.flow.pending:
+                    continue
+            if end_of_stream(o.writer):
+                self.ended.add(o.name)
         if len(self.ended) == len(self.outs):
             self.inp.commit(1)
             self.control_in.add()

@@ -10,6 +10,7 @@ that is busy sending orders from deadlocking against an executor busy sending re
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 
@@ -33,15 +34,19 @@ class _Book:
         self.working = [0] * n_instruments
         self.orders_ended = False
         self.reports_ended = False
+        self.waiting_since = 0  # when reports started waiting for room (0: none wait)
 
 
 class Executor(Agent):
-    SCHEMA = Schema(
-        values=(("orders_in", COUNTER), ("reports_out", COUNTER), ("acks", COUNTER),
-                ("fills", COUNTER), ("rejects", COUNTER), ("canceled", COUNTER),
-                ("paused", GAUGE), ("reports_waiting", GAUGE)),
-        histograms=("stage", "tick_to_trade"),
-    )
+    @classmethod
+    def schema(cls, cfg) -> Schema:
+        return Schema(
+            values=(("orders_in", COUNTER), ("reports_out", COUNTER), ("acks", COUNTER),
+                    ("fills", COUNTER), ("rejects", COUNTER), ("canceled", COUNTER),
+                    ("paused", GAUGE), ("reports_waiting", GAUGE), ("alarms", COUNTER),
+                    ("control_in", COUNTER)),
+            histograms=("stage", "tick_to_trade"),
+        )
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -58,16 +63,18 @@ class Executor(Agent):
         self.decode = Codec(OrderStream).decode
         self.encode = Codec(ReportStream).encode
         st = ctx.stats
-        for name, _ in self.SCHEMA.values:
+        for name, _ in self.schema(cfg).values:
             setattr(self, "c_" + name, st.value(name))
         self.latency = st.histogram("stage")
         self.t2t = st.histogram("tick_to_trade")
         self.paused = False
+        self.deadline_ns = int(cfg.rings.reports.block_deadline_ms * 1e6)
 
     def do_work(self) -> int:
         work = 0
         for ev in read_control(self.control):
             work += 1
+            self.c_control_in.add()
             if ev.kind == ControlKind.PAUSE:
                 self.paused = True
             elif ev.kind == ControlKind.RESUME:
@@ -157,6 +164,19 @@ class Executor(Agent):
         if n:
             w.publish()
             self.c_reports_out.add(n)
+        if not waiting:
+            book.waiting_since = 0
+        elif not book.waiting_since or n:
+            book.waiting_since = time.monotonic_ns()
+        elif self.deadline_ns and time.monotonic_ns() - book.waiting_since > self.deadline_ns:
+            if not self.paused:
+                self.c_alarms.add()
+                print(f"hftd[{self.ctx.instance}] executor: ALARM: {len(waiting)} reports blocked "
+                      f"for more than {self.deadline_ns / 1e6:g} ms on a full reports ring; kill "
+                      f"switch on", file=sys.stderr, flush=True)
+            self.paused = True
+            self.c_paused.set(1)
+            book.waiting_since = time.monotonic_ns()
         return n
 
     def _end(self, owner: int, book: _Book) -> int:

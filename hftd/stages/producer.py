@@ -1,10 +1,14 @@
 """Producer: feed adapter -> validated ticks -> the `ticks.in` ring.
 
-Takes at most what the ring has room for (the `block` policy: lossless), validates a batch
-with numpy (a bad tick is rejected and counted by reason, never passed on), encodes each
-tick once, writes the batch and publishes the cursor once. On SIGTERM or a SHUTDOWN control
-event, or when the feed is exhausted, it ends its stream with a SHUTDOWN marker, which
-drains the pipeline behind it.
+Validates a batch with numpy (a bad tick is rejected and counted by reason, never passed
+on), encodes each tick once, writes the batch and publishes the cursor once. The ring's
+flow policy decides what happens when it is backpressured (`hftd.flow`): with `block` the
+producer takes from the feed only what fits; with `conflate` or `drop` it keeps taking
+(live data does not wait) and conflates or drops what does not fit, counting every tick:
+received = published + conflated + dropped + rejected (+ conflated ticks still waiting).
+
+On SIGTERM or a SHUTDOWN control event, or when the feed is exhausted, it publishes what it
+holds and ends its stream with a SHUTDOWN marker, which drains the pipeline behind it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from .. import feeds
 from ..agent import Agent
 from ..events import Codec, ControlKind, Tick, TickStream
+from ..flow import BLOCK, CONFLATE, Flow
 from ..stats import COUNTER, GAUGE, Schema
 from .common import end_of_stream, read_control
 
@@ -24,30 +29,32 @@ SMALL_BATCH = 8  # up to this many ticks are checked and written one by one
 
 
 class Producer(Agent):
-    SCHEMA = Schema(
-        values=(("received", COUNTER), ("published", COUNTER), ("conflated", COUNTER),
-                ("dropped", COUNTER), ("rejected", COUNTER),
-                *((f"rejected_{r}", COUNTER) for r in REJECT_REASONS),
-                ("backpressured", GAUGE), ("first_ingest_ns", GAUGE), ("last_ingest_ns", GAUGE)),
-        histograms=("stage",),
-    )
+    @classmethod
+    def schema(cls, cfg) -> Schema:
+        return Schema(
+            values=(("received", COUNTER), ("published", COUNTER), ("conflated", COUNTER),
+                    ("dropped", COUNTER), ("rejected", COUNTER),
+                    *((f"rejected_{r}", COUNTER) for r in REJECT_REASONS),
+                    ("conflation_pending", GAUGE), ("first_ingest_ns", GAUGE),
+                    ("last_ingest_ns", GAUGE)),
+            histograms=("stage",),
+        )
 
     def __init__(self, ctx):
         super().__init__(ctx)
         cfg = ctx.cfg
         self.control = ctx.reader("control.producer")
         self.out = ctx.writer("ticks.in", "dispatcher")
+        rc = cfg.rings.ticks
+        self.flow = Flow(self.out, cfg.ticks_policy(), rc.high_watermark, rc.low_watermark)
         self.feed = feeds.make(cfg)
         self.n_instruments = len(cfg.instruments)
         self.batch = cfg.producer.batch
         self.encode = Codec(TickStream).encode
         s = ctx.stats
-        self.received = s.value("received")
-        self.published = s.value("published")
-        self.rejected = s.value("rejected")
+        for name, _ in self.schema(cfg).values:
+            setattr(self, "c_" + name, s.value(name))
         self.rejected_by = [s.value(f"rejected_{r}") for r in REJECT_REASONS]
-        self.first_ingest = s.value("first_ingest_ns")
-        self.last_ingest = s.value("last_ingest_ns")
         self.latency = s.histogram("stage")
         self.ending = False
 
@@ -57,35 +64,86 @@ class Producer(Agent):
     def sleep_for(self) -> float | None:
         if self.control.available() > 0 or self.ending or self.feed.exhausted:
             return 0.0
+        if self.flow.pending and not self.flow.on:
+            return 0.0
         return self.feed.next_due_s(time.monotonic_ns())
 
     def do_work(self) -> int:
         for ev in read_control(self.control):
             if ev.kind == ControlKind.SHUTDOWN:
                 self.ending = True
+        flow = self.flow
         if self.ending or self.feed.exhausted:
-            if end_of_stream(self.out):
+            if flow.pending and self._flush_conflated() and flow.pending:
+                return 1
+            if not flow.pending and end_of_stream(self.out):
                 self.done = True
             return 1
-        room = self.out.claim(self.batch)
-        if room == 0:
-            return 0
-        b = self.feed.poll(room, time.monotonic_ns())
+        backpressured = flow.backpressured()
+        if flow.policy == BLOCK:
+            room = self.out.claim(self.batch)
+            if room == 0:
+                return 0
+            return self._take(room, room)
+        work = 0
+        if flow.pending and not backpressured:
+            work = self._flush_conflated()
+        # live data does not wait: take what is due; what does not fit is conflated/dropped
+        room = 0 if (backpressured or flow.pending) else self.out.claim(self.batch)
+        return work + self._take(self.batch, room)
+
+    def _take(self, wanted: int, room: int) -> int:
+        """Poll up to `wanted` ticks, publish up to `room` of the good ones, divert the rest."""
+        b = self.feed.poll(wanted, time.monotonic_ns())
         if b is None:
             return 0
         t_ingest = time.monotonic_ns()  # the ticks exist now: ingest time
         n = len(b)
-        self.received.add(n)
-        if not self.first_ingest.value:
-            self.first_ingest.set(t_ingest)
-        if n <= SMALL_BATCH:
-            self._put_each(b, t_ingest)
-        else:
+        self.c_received.add(n)
+        if not self.c_first_ingest_ns.value:
+            self.c_first_ingest_ns.set(t_ingest)
+        if n > SMALL_BATCH:
+            ok = self._validate(b)
+            if ok is not None:
+                b = b.select(ok)
+            if len(b) > room:
+                self._divert(b.select(slice(room, None)), t_ingest)
+                b = b.select(slice(0, room))
             self._put_batch(b, t_ingest)
+        else:
+            self._put_each(b, t_ingest, room)
         published = self.out.publish()
-        self.published.add(published)
-        self.last_ingest.set(t_ingest)
-        self.latency.record_n(time.monotonic_ns() - t_ingest, published)
+        self.c_published.add(published)
+        self.c_last_ingest_ns.set(t_ingest)
+        if published:
+            self.latency.record_n(time.monotonic_ns() - t_ingest, published)
+        return n
+
+    def _divert(self, b, t_ingest: int) -> None:
+        """Ticks that do not fit: conflate (newest per instrument) or drop, counted."""
+        if self.flow.policy == CONFLATE:
+            add = self.flow.pending.add
+            replaced = 0
+            for i, p, q, x in zip(b.instrument.tolist(), b.price.tolist(), b.qty.tolist(),
+                                  b.t_exchange.tolist()):
+                replaced += add(i, (t_ingest, p, q, x))
+            self.c_conflated.add(replaced)
+            self.c_conflation_pending.set(len(self.flow.pending))
+        else:
+            self.c_dropped.add(len(b))
+
+    def _flush_conflated(self) -> int:
+        w = self.out
+        encode = self.encode
+
+        def emit(i, item):
+            t, p, q, x = item
+            w.put(i, t, encode(Tick(w.position, t, i, p, q, x)))
+
+        n = self.flow.pending.flush(w.claim(len(self.flow.pending)), emit)
+        if n:
+            self.c_published.add(w.publish())
+            self.c_conflation_pending.set(len(self.flow.pending))
         return n
 
     def _put_batch(self, b, t_ingest: int) -> None:
@@ -102,13 +160,13 @@ class Producer(Agent):
         ]
         self.out.put_many(b.instrument, t_ingest, payloads)
 
-    def _put_each(self, b, t_ingest: int) -> None:
+    def _put_each(self, b, t_ingest: int, room: int) -> None:
         """A few ticks: the same checks and writes one tick at a time, without numpy."""
         w = self.out
         encode = self.encode
         n_instr = self.n_instruments
-        for i, p, q, x in zip(b.instrument.tolist(), b.price.tolist(), b.qty.tolist(),
-                              b.t_exchange.tolist()):
+        for k, (i, p, q, x) in enumerate(zip(b.instrument.tolist(), b.price.tolist(),
+                                             b.qty.tolist(), b.t_exchange.tolist())):
             reason = 0 if p > 0 else 1
             if not reason and q < 0:
                 reason = 2
@@ -116,9 +174,13 @@ class Producer(Agent):
                 reason = 3
             if reason:
                 self.rejected_by[reason - 1].add()
-                self.rejected.add()
+                self.c_rejected.add()
+                continue
+            if room <= 0:
+                self._divert(b.select(slice(k, k + 1)), t_ingest)
                 continue
             w.put(i, t_ingest, encode(Tick(w.position, t_ingest, i, p, q, x)))
+            room -= 1
 
     def _validate(self, b) -> np.ndarray | None:
         """Mask of good ticks, or None when all are good (the common case, one check)."""
@@ -132,5 +194,5 @@ class Producer(Agent):
         for counter, mask in zip(self.rejected_by, (bad_price, bad_qty & ~bad_price,
                                                     bad_inst & ~bad_price & ~bad_qty)):
             counter.add(int(mask.sum()))
-        self.rejected.add(int(bad.sum()))
+        self.c_rejected.add(int(bad.sum()))
         return ~bad

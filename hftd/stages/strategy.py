@@ -13,6 +13,7 @@ reports ring, so every order it sent has had its reports.
 from __future__ import annotations
 
 import importlib
+import sys
 import time
 from collections import deque
 
@@ -36,13 +37,17 @@ def load_strategy_class(path: str) -> type[Strategy]:
 
 
 class StrategyStage(Agent):
-    SCHEMA = Schema(
-        values=(("ticks_in", COUNTER), ("orders_out", COUNTER), ("reports_in", COUNTER),
-                ("acks", COUNTER), ("fills", COUNTER), ("rejects", COUNTER),
-                ("seq_gaps", COUNTER), ("first_seq", GAUGE), ("last_seq", GAUGE),
-                ("orders_waiting", GAUGE), ("first_tick_ns", GAUGE), ("last_tick_ns", GAUGE)),
-        histograms=("stage",),
-    )
+    @classmethod
+    def schema(cls, cfg) -> Schema:
+        return Schema(
+            values=(("ticks_in", COUNTER), ("orders_out", COUNTER), ("reports_in", COUNTER),
+                    ("acks", COUNTER), ("fills", COUNTER), ("rejects", COUNTER),
+                    ("seq_gaps", COUNTER), ("first_seq", GAUGE), ("last_seq", GAUGE),
+                    ("orders_waiting", GAUGE), ("orders_refused", COUNTER), ("control_in", COUNTER),
+                    ("paused", GAUGE), ("alarms", COUNTER),
+                    ("first_tick_ns", GAUGE), ("last_tick_ns", GAUGE)),
+            histograms=("stage",),
+        )
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -53,7 +58,11 @@ class StrategyStage(Agent):
         self.reports = ctx.reader(f"reports.{self.name}")
         self.ticks = ctx.reader(f"ticks.{self.name}")
         self.orders = ctx.writer(f"orders.{self.name}", "executor")
-        self.batch = scfg.batch
+        self.batch_min = scfg.batch_min
+        self.batch_span = scfg.batch - scfg.batch_min
+        self.capacity = self.ticks.ring.capacity
+        self.deadline_ns = int(cfg.rings.orders.block_deadline_ms * 1e6)
+        self.waiting_since = 0
         self.check_seq = len(cfg.routes(scfg)) == len(cfg.instruments)
         self.decode_tick = Codec(TickStream).decode
         self.decode_report = Codec(ReportStream).decode
@@ -67,7 +76,7 @@ class StrategyStage(Agent):
         self.ticks_ended = False
         self.orders_ended = False
         st = ctx.stats
-        for name, _ in self.SCHEMA.values:
+        for name, _ in self.schema(cfg).values:
             setattr(self, "c_" + name, st.value(name))
         self.latency = st.histogram("stage")
 
@@ -76,6 +85,10 @@ class StrategyStage(Agent):
 
     # called by the strategy (through the api) from inside on_tick/on_report
     def _submit(self, instrument, side, qty, price, ref_price) -> int:
+        if self.api.paused:
+            self.c_orders_refused.add()
+            self.api.working[instrument] -= side * qty  # never sent
+            return 0
         oid = self.next_order_id
         self.next_order_id = oid + 1
         self.waiting.append(OrderRequest(0, self.current_t_ingest, oid, instrument, side, qty,
@@ -94,12 +107,36 @@ class StrategyStage(Agent):
             w.publish()
             self.c_orders_out.add(n)
         self.c_orders_waiting.set(len(waiting))
+        if not waiting:
+            self.waiting_since = 0
+        elif not self.waiting_since or n:
+            self.waiting_since = time.monotonic_ns()
+        elif self.deadline_ns and time.monotonic_ns() - self.waiting_since > self.deadline_ns:
+            self._alarm(f"{len(waiting)} orders blocked for more than "
+                        f"{self.deadline_ns / 1e6:g} ms on a full orders ring")
         return n
+
+    def _alarm(self, why: str) -> None:
+        """Trip the kill switch: no new orders until RESUME. The supervisor sees the alarm
+        counter and pauses trading everywhere."""
+        if not self.api.paused:
+            self.c_alarms.add()
+            print(f"hftd[{self.ctx.instance}] {self.ctx.agent}: ALARM: {why}; kill switch on",
+                  file=sys.stderr, flush=True)
+        self.api.paused = True
+        self.c_paused.set(1)
+        self.waiting_since = time.monotonic_ns()
 
     def do_work(self) -> int:
         work = 0
         for ev in read_control(self.control):
-            work += 1  # PAUSE/RESUME reach the executor's risk gate, not the strategy
+            work += 1
+            self.c_control_in.add()
+            if ev.kind == ControlKind.PAUSE:
+                self.api.paused = True
+            elif ev.kind == ControlKind.RESUME:
+                self.api.paused = False
+            self.c_paused.set(int(self.api.paused))
         work += self._take_reports()
         if self.waiting:
             work += self._send_waiting()
@@ -140,7 +177,9 @@ class StrategyStage(Agent):
 
     def _take_ticks(self) -> int:
         r = self.ticks
-        evs = r.read(self.decode_tick, self.batch)
+        avail = r.available()
+        limit = self.batch_min + self.batch_span * avail // self.capacity
+        evs = r.read(self.decode_tick, limit)
         if not evs:
             return 0
         on_tick = self.strategy.on_tick

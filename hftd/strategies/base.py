@@ -37,7 +37,8 @@ class Strategy:
 
     # --- trading ------------------------------------------------------------------------
     def buy(self, instrument: int, qty: int, price: int = 0) -> int:
-        """Send a buy order (price 0 = market); returns its order id."""
+        """Send a buy order (price 0 = market); returns its order id, or 0 when trading is
+        paused (the kill switch)."""
         return self.api.submit(instrument, Side.BUY, qty, price)
 
     def sell(self, instrument: int, qty: int, price: int = 0) -> int:
@@ -66,6 +67,7 @@ class StrategyApi:
         self.positions = [0] * len(symbols)
         self.working = [0] * len(symbols)
         self.last_price = [0] * len(symbols)
+        self.paused = False  # kill switch: while on, buy/sell send nothing and return 0
         self._submit = submit
 
     def submit(self, instrument: int, side: int, qty: int, price: int) -> int:
