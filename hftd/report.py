@@ -44,7 +44,25 @@ def build(agents: dict, rings: dict, wall_time_s: float) -> dict:
     last = max((s["last_tick_ns"] for s in strategies), default=0)
     active = (last - prod["first_ingest_ns"]) / 1e9 if last and prod["first_ingest_ns"] else 0.0
     delivered = sum(s["ticks_in"] for s in strategies)
+    disp = agents["dispatcher"][1]["values"]
+    flow = {
+        "feed": {k: prod[k] for k in ("received", "published", "conflated", "dropped",
+                                       "rejected", "conflation_pending")},
+        "rings": {},
+    }
+    for name, r in rings.items():
+        if not name.startswith("ticks."):
+            continue
+        entry = {"published": r["published"], "consumed": r["consumed"],
+                 "in_flight": r["in_flight"], "backpressure_episodes": r["backpressure_episodes"]}
+        s = name.split(".", 1)[1]
+        if s != "in":
+            entry.update(routed=disp[f"routed.{s}"], delivered=disp[f"delivered.{s}"],
+                         conflated=disp[f"conflated.{s}"],
+                         dropped=disp[f"dropped.{s}"], conflation_pending=disp[f"conflation_pending.{s}"])
+        flow["rings"][name] = entry
     return {
+        "flow": flow,
         "wall_time_s": round(wall_time_s, 3),
         "active_time_s": round(active, 6),
         "throughput_ticks_per_s": round(prod["published"] / active, 1) if active > 0 else 0.0,
@@ -90,5 +108,23 @@ def summary_text(rep: dict) -> str:
     for name, r in rep["rings"].items():
         if not name.startswith("control."):
             lines.append(f"  ring {name:<15} published {r['published']:>10} consumed "
-                         f"{r['consumed']:>10} in flight {r['in_flight']}")
+                         f"{r['consumed']:>10} in flight {r['in_flight']} backpressure episodes "
+                         f"{r['backpressure_episodes']}")
+    lines.extend(accounting_lines(rep))
     return "\n".join(lines)
+
+
+def accounting_lines(rep: dict) -> list[str]:
+    """The flow-control invariants, spelled out with their numbers. A ring's published count
+    includes its end-of-stream marker once the stream has ended."""
+    f = rep["flow"]["feed"]
+    out = [f"accounting: feed received {f['received']} = published {f['published']} + conflated "
+           f"{f['conflated']} + dropped {f['dropped']} + rejected {f['rejected']} + pending "
+           f"{f['conflation_pending']}"]
+    for name, r in rep["flow"]["rings"].items():
+        line = f"accounting: {name}: published {r['published']} = consumed {r['consumed']} + in flight {r['in_flight']}"
+        if "routed" in r:
+            line += (f"; routed {r['routed']} = delivered {r['delivered']} + conflated "
+                     f"{r['conflated']} + dropped {r['dropped']} + pending {r['conflation_pending']}")
+        out.append(line)
+    return out

@@ -334,7 +334,9 @@ class Supervisor:
         agents = {a.name: (a.spec.role, a.block.snapshot()) for a in self.agents}
         rings = {
             n: {"capacity": r.capacity, "published": r.published, "consumed": r.consumed,
-                "in_flight": r.published - r.consumed}
+                "in_flight": r.published - r.consumed,
+                "backpressure_episodes": r.backpressure_episodes,
+                "backpressured": r.backpressured}
             for n, r in self.rings.items()
         }
         rep = report_mod.build(agents, rings, wall_time_s)

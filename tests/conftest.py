@@ -76,3 +76,53 @@ def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout=60):
         proc.kill()
         out, err = proc.communicate()
     return proc.returncode, out, err
+
+
+class Plant:
+    """An instance's shared memory, created as the supervisor would, with no processes:
+    tests build stage objects in-process on it and drive `do_work` by hand."""
+
+    def __init__(self, cfg):
+        from hftd.supervisor import Supervisor
+
+        self.cfg = cfg
+        self.sup = Supervisor(cfg)
+        self.sup._create()
+        self.contexts = []
+
+    def context(self, agent: str):
+        from hftd.agent import AgentContext
+
+        ctx = AgentContext(self.cfg, agent)
+        self.contexts.append(ctx)
+        return ctx
+
+    def ring(self, name: str):
+        return self.sup.rings[name]
+
+    def close(self):
+        for c in self.contexts:
+            c.close()
+        self.sup._destroy()
+
+
+@pytest.fixture
+def plant(instance, tmp_path):
+    """Factory: plant(overrides: dict) -> Plant for this test's instance; removed afterwards."""
+    from hftd import config
+
+    made = []
+
+    def _make(overrides: dict | None = None) -> Plant:
+        o = {"instance": instance, "runtime_dir": str(tmp_path / "run")}
+        config._merge(o, overrides or {})
+        import os as _os
+
+        _os.makedirs(o["runtime_dir"], exist_ok=True)
+        p = Plant(config.load(overrides=o))
+        made.append(p)
+        return p
+
+    yield _make
+    for p in made:
+        p.close()

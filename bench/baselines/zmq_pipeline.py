@@ -38,7 +38,8 @@ def endpoint(d: str, name: str) -> str:
 def context() -> zmq.Context:
     ctx = zmq.Context()
     ctx.setsockopt(zmq.LINGER, LINGER_MS)
-    ctx.setsockopt(zmq.RCVTIMEO, int(IDLE_S * 1000))  # recv raises zmq.Again after that
+    ctx.setsockopt(zmq.RCVTIMEO, int(IDLE_S * 1000))  # recv raises zmq.Again after that,
+    ctx.setsockopt(zmq.SNDTIMEO, int(IDLE_S * 1000))  # and a PUSH with no peer left
     return ctx
 
 
@@ -158,42 +159,42 @@ def strategy(d: str, results) -> None:
         n_reports += 1
         return True
 
-    while not ended:
-        ready_socks = dict(poller.poll(int(IDLE_S * 1000)))
-        if not ready_socks:
-            break
-        if reports in ready_socks:
-            while reports_open:
+    try:
+        while not ended:
+            ready_socks = dict(poller.poll(int(IDLE_S * 1000)))
+            if not ready_socks:
+                break
+            if reports in ready_socks:
+                while reports_open:
+                    try:
+                        reports_open = on_report(reports.recv(zmq.NOBLOCK))
+                    except zmq.Again:
+                        break
+            if sub not in ready_socks:
+                continue
+            for _ in range(RECV_BATCH):
                 try:
-                    reports_open = on_report(reports.recv(zmq.NOBLOCK))
+                    raw = sub.recv(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-        if sub not in ready_socks:
-            continue
-        for _ in range(RECV_BATCH):
-            try:
-                raw = sub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            if raw == WARMUP:
-                if not ready and path_is_up(orders, reports):
-                    ctl.send(READY)
-                    ready = True
-            elif raw == EOS:
-                ctl.send(EOS_ACK)
-                ended = True
-                break
-            else:
-                delivered += 1
-                t_last = time.monotonic_ns()
-                for o in host.on_tick(tick_decoder.decode(raw)):
-                    orders.send(encode(o))
-                    n_orders += 1
-    orders.send(EOS)
-    try:
+                if raw == WARMUP:
+                    if not ready and path_is_up(orders, reports):
+                        ctl.send(READY)
+                        ready = True
+                elif raw == EOS:
+                    ctl.send(EOS_ACK)
+                    ended = True
+                    break
+                else:
+                    delivered += 1
+                    t_last = time.monotonic_ns()
+                    for o in host.on_tick(tick_decoder.decode(raw)):
+                        orders.send(encode(o))
+                        n_orders += 1
+        orders.send(EOS)
         while reports_open:  # the executor ends the reports after the last one
             reports_open = on_report(reports.recv())
-    except zmq.Again:
+    except zmq.Again:  # a peer has been silent for IDLE_S
         pass
     results.put(("strategy", {"delivered": delivered, "t_last": t_last, "orders": n_orders,
                               "reports": n_reports}))
@@ -215,9 +216,12 @@ def executor(d: str, results) -> None:
             o = order_decoder.decode(raw)
             t2t.append(time.monotonic_ns() - o.t_ingest)
             reports.send(encode(fill_for(o)))
-    except zmq.Again:
+    except zmq.Again:  # nothing for IDLE_S: end as if at end of stream
         pass
-    reports.send(EOS)
+    try:
+        reports.send(EOS)
+    except zmq.Again:  # the strategy is gone
+        pass
     results.put(("executor", {"t2t": t2t}))
     ctx.destroy()
 

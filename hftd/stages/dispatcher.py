@@ -47,6 +47,7 @@ class _Out:
         self.route = None if len(ids) == n else np.isin(np.arange(n), ids)  # None: all
         st = ctx.stats
         self.routed = st.value(f"routed.{scfg.name}")
+        self.delivered = st.value(f"delivered.{scfg.name}")
         self.conflated = st.value(f"conflated.{scfg.name}")
         self.dropped = st.value(f"dropped.{scfg.name}")
         self.pending = st.value(f"conflation_pending.{scfg.name}")
@@ -79,6 +80,7 @@ class _Out:
         w = self.writer
         n = pending.flush(w.claim(len(pending)), lambda k, item: w.put(k, item[0], item[1]))
         self.pending.set(len(pending))
+        self.delivered.add(w.publish())
         return n
 
 
@@ -87,7 +89,8 @@ class Dispatcher(Agent):
     def schema(cls, cfg) -> Schema:
         per_ring = []
         for s in cfg.strategies:
-            per_ring += [(f"routed.{s.name}", COUNTER), (f"conflated.{s.name}", COUNTER),
+            per_ring += [(f"routed.{s.name}", COUNTER), (f"delivered.{s.name}", COUNTER),
+                         (f"conflated.{s.name}", COUNTER),
                          (f"dropped.{s.name}", COUNTER), (f"conflation_pending.{s.name}", "gauge")]
         return Schema(values=(("ticks_in", COUNTER), ("ticks_out", COUNTER),
                               ("control_in", COUNTER), ("full_polls", COUNTER), *per_ring),
@@ -174,7 +177,9 @@ class Dispatcher(Agent):
                     o.divert(src, mine[room:].tolist())
                     mine = mine[:room]
             o.writer.forward(src, mine)
-            out += o.writer.publish()
+            published = o.writer.publish()
+            o.delivered.add(published)
+            out += published
         return work + self._consumed(n, out)
 
     def _route_each(self, n: int) -> int:
@@ -206,11 +211,16 @@ class Dispatcher(Agent):
             return 0
         out = 0
         for o in self.outs:
-            out += o.writer.publish()
+            published = o.writer.publish()
+            o.delivered.add(published)
+            out += published
         return self._consumed(done, out)
 
     def _consumed(self, n: int, out: int) -> int:
         """Book-keeping once `n` input ticks went out as `out` events: latency, commit."""
+        for o in self.outs:
+            if o.blocks:
+                o.flow.backpressured()  # keeps the gauge and episode count of block rings
         inp = self.inp
         inp.record_ages(self.latency, time.monotonic_ns(), n)
         inp.commit(n)
@@ -234,7 +244,7 @@ class Dispatcher(Agent):
                 o.flow.pending.flush(w.claim(len(o.flow.pending)),
                                      lambda k, item: w.put(k, item[0], item[1]))
                 o.pending.set(len(o.flow.pending))
-                w.publish()
+                o.delivered.add(w.publish())
                 if o.flow.pending:
                     continue
             if end_of_stream(o.writer):

@@ -155,8 +155,10 @@ class StrategyStage(Agent):
         if not evs:
             return 0
         api, on_report = self.api, self.strategy.on_report
+        controls = 0
         for ev in evs:
             if ev.__class__ is Control:
+                controls += 1
                 if ev.kind == ControlKind.SHUTDOWN:
                     self.done = True
                 continue
@@ -172,7 +174,7 @@ class StrategyStage(Agent):
                 self.c_acks.add()
             on_report(ev)
         r.commit(len(evs))
-        self.c_reports_in.add(len(evs))
+        self.c_reports_in.add(len(evs) - controls)
         return len(evs)
 
     def _take_ticks(self) -> int:
