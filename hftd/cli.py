@@ -79,3 +79,45 @@ def agent(role, name, instance, runtime_dir):
     if role == "strategy" and not name:
         raise click.UsageError("role strategy needs --name")
     sys.exit(agent_main(role, name, instance, runtime_dir))
+
+
+def _instance_options(f):
+    f = click.option("--instance", help="Instance name (default: the config's).")(f)
+    f = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="The config the instance runs with (for its name and runtime dir).")(f)
+    return f
+
+
+def _send(config_path, instance, cmd):
+    from . import control
+
+    cfg = _load(config_path, {"instance": instance} if instance else None)
+    path = control.socket_path(cfg.resolved_runtime_dir(), cfg.instance)
+    try:
+        reply = control.request(path, cmd)
+    except ConnectionError as e:
+        click.echo(f"hftd: instance {cfg.instance!r} is not running ({e})", err=True)
+        sys.exit(3)
+    click.echo(reply.detail)
+    sys.exit(0 if reply.ok else 1)
+
+
+@main.command()
+@_instance_options
+def pause(config_path, instance):
+    """Kill switch on: no new orders until `hftd resume`."""
+    _send(config_path, instance, "pause")
+
+
+@main.command()
+@_instance_options
+def resume(config_path, instance):
+    """Kill switch off: trading resumes."""
+    _send(config_path, instance, "resume")
+
+
+@main.command()
+@_instance_options
+def stop(config_path, instance):
+    """Drain the pipeline front to back and stop the instance."""
+    _send(config_path, instance, "stop")

@@ -22,6 +22,7 @@ import msgspec
 from . import agent as agent_mod
 from . import config as config_mod
 from . import report as report_mod
+from . import control as control_mod
 from . import shm, stats, topology
 from .events import Codec, Control, ControlKind
 from .ring import Ring, RingWriter, require_supported_platform
@@ -44,6 +45,8 @@ class _Agent:
 
 
 class Supervisor:
+    _control_codec = Codec(Control)
+
     def __init__(self, cfg: config_mod.Config, duration: float | None = None,
                  report_path: str | None = None, out=sys.stderr):
         self.cfg = cfg
@@ -62,6 +65,9 @@ class Supervisor:
         self.notifier = Notifier()
         self._lock_fd = None
         self.report: dict | None = None
+        self.server: control_mod.Server | None = None
+        self.alarms_seen = 0
+        self.paused = False
 
     def log(self, msg: str) -> None:
         print(f"hftd[{self.instance}]: {msg}", file=self.out, flush=True)
@@ -90,6 +96,8 @@ class Supervisor:
         rc = 1
         try:
             self._create()
+            self.server = control_mod.Server(
+                control_mod.socket_path(self.runtime_dir, self.instance), self._command)
             rc = self._monitor() if self._start_all() else 0
         except SupervisorError as e:
             self.log(f"error: {e}")
@@ -101,6 +109,8 @@ class Supervisor:
                 self.report = self._final_report(time.monotonic() - t0)
             except Exception as e:  # the report must never keep shm from being removed
                 self.log(f"could not build the report: {e!r}")
+            if self.server is not None:
+                self.server.close()
             self._destroy()
             self._unlock()
         if self.report is not None:
@@ -214,6 +224,43 @@ class Supervisor:
         self.notifier.ready(f"running: {pids}")
         return True
 
+    # --- control ------------------------------------------------------------------------
+    def _command(self, cmd: str) -> control_mod.Reply:
+        if cmd == "ping":
+            return control_mod.Reply(True, f"running; trading {'paused' if self.paused else 'on'}")
+        if cmd == "stop":
+            self.stop_requested = True
+            return control_mod.Reply(True, "stopping: draining the pipeline")
+        n = self._broadcast(ControlKind.PAUSE if cmd == "pause" else ControlKind.RESUME)
+        self.paused = cmd == "pause"
+        self.log(f"trading {'paused (kill switch on)' if self.paused else 'resumed'} by request")
+        return control_mod.Reply(True, f"{cmd} sent to {n} agents")
+
+    def _broadcast(self, kind: int) -> int:
+        """A control event to every agent that trades: the strategies and the executor."""
+        now = time.monotonic_ns()
+        sent = 0
+        for a in self.agents:
+            if a.spec.role not in ("strategy", "executor"):
+                continue
+            w = self.control[a.name]
+            if w.offer(-1, now, self._control_codec.encode(Control(w.position, now, kind))):
+                sent += 1
+            else:
+                self.log(f"control ring of {a.name} is full: {ControlKind(kind).name} not sent")
+        return sent
+
+    def _check_alarms(self) -> None:
+        total = sum(a.block.get("alarms") for a in self.agents
+                    if a.spec.role in ("strategy", "executor"))
+        if total > self.alarms_seen:
+            self.alarms_seen = total
+            if not self.paused:
+                self.paused = True
+                self.log("ALARM raised by an agent: kill switch on everywhere (hftd resume to "
+                         "trade again)")
+                self._broadcast(ControlKind.PAUSE)
+
     def _check_agents(self) -> None:
         now = time.monotonic_ns()
         hb_limit = int(self.cfg.supervisor.heartbeat_timeout_s * 1e9)
@@ -258,6 +305,7 @@ class Supervisor:
                 self.log(f"duration of {self.duration:g} s reached: draining")
                 return 0
             self._check_agents()
+            self._check_alarms()
             if all(a.finished for a in self.agents):
                 self.log("every agent finished its stream")
                 return 0
@@ -272,7 +320,7 @@ class Supervisor:
                 self.notifier.status(line)
                 last = cur
                 next_status = now + interval
-            time.sleep(0.05)
+            self.server.poll(0.05)
 
     def _progress(self) -> tuple[float, int, int, int]:
         ticks = orders = fills = 0
@@ -303,11 +351,8 @@ class Supervisor:
         if producer.proc is not None and producer.proc.poll() is None:
             now = time.monotonic_ns()
             w = self.control[producer.name]
-            if w.claim(1):
-                w.put(-1, now, Codec(Control).encode(Control(w.position, now,
-                                                             ControlKind.SHUTDOWN)))
-                w.publish()
-            else:
+            if not w.offer(-1, now, self._control_codec.encode(
+                    Control(w.position, now, ControlKind.SHUTDOWN))):
                 producer.proc.send_signal(signal.SIGTERM)
         drained = True
         for a in self.agents:

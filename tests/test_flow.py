@@ -17,7 +17,7 @@ from hftd.events import Codec, Control, ControlKind, Tick, TickStream
 from hftd.feeds import FeedBatch
 from hftd.ring import CONTROL_KEY, RingReader, RingWriter
 from hftd.stages import Dispatcher, Producer, StrategyStage
-from conftest import start_hftd, stop
+from conftest import hftd, start_hftd, stop
 
 CAP = 64
 enc = Codec(TickStream)
@@ -327,3 +327,65 @@ params = {{ sleep_us = 1000, out = "{tmp_path}/slow.json" }}
     assert elapsed < 40000 / 20000 * 1.5
     rec = json.loads((tmp_path / "fast.json").read_text())
     assert rec["n"] == fast["routed"]
+
+
+def test_orders_blocked_past_the_deadline_trip_the_kill_switch(plant, tmp_path):
+    p = plant({"rings": {"orders": {"capacity": 4, "block_deadline_ms": 5.0}},
+               "strategies": [{"name": "sample", "class": "tests.strategies:Recorder",
+                               "params": {"every": 1}}]})
+    stage = StrategyStage(p.context("strategy.sample"))
+    stage.on_start()
+    _write_ticks(RingWriter(p.ring("ticks.sample")), [(k % 5, 1000 + k) for k in range(20)])
+    stage.do_work()  # an order per tick for a ring of 4 that nobody reads: the rest wait
+    st = stage.ctx.stats
+    waiting = st.get("ticks_in") - 4
+    assert st.get("orders_out") == 4 and st.get("orders_waiting") == waiting > 0
+    assert st.get("alarms") == 0
+    deadline = time.monotonic() + 5
+    while st.get("alarms") == 0 and time.monotonic() < deadline:
+        time.sleep(0.002)
+        stage.do_work()
+    assert st.get("alarms") == 1 and st.get("paused") == 1
+    # the waiting orders are kept (never dropped); new ones are refused while paused
+    assert st.get("orders_waiting") == waiting
+    assert stage.strategy.buy(0, 1) == 0 and st.get("orders_refused") == 1
+
+
+def test_pause_and_resume_from_the_command_line(instance, tmp_path):
+    toml = f"""
+[producer.synthetic]
+rate = 5000.0
+[[strategies]]
+name = "sample"
+class = "tests.strategies:Recorder"
+params = {{ every = 10, keep_seqs = false }}
+"""
+    proc = start_hftd(instance, tmp_path, "--report", str(tmp_path / "r.json"), toml=toml)
+    cfg = str(tmp_path / "hftd.toml")
+    try:
+        sup = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        while len(sup.children()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        res = hftd("pause", "--config", cfg, timeout=30)
+        assert res.returncode == 0 and "pause sent to 2 agents" in res.stdout, res
+        time.sleep(0.5)
+        res = hftd("resume", "--config", cfg, timeout=30)
+        assert res.returncode == 0, res
+        time.sleep(0.5)
+        res = hftd("stop", "--config", cfg, timeout=30)
+        assert res.returncode == 0 and "stopping" in res.stdout
+        proc.wait(60)
+    finally:
+        rc, out, err = stop(proc)
+    assert rc == 0, err
+    assert "trading paused (kill switch on) by request" in err
+    rep = _report(tmp_path)
+    s = rep["stages"]["strategy.sample"]["values"]
+    assert s["orders_refused"] > 0  # while paused
+    assert s["paused"] == 0 and rep["stages"]["executor"]["values"]["paused"] == 0
+    assert s["control_in"] == 2
+    _assert_accounting(rep)
+    res = hftd("pause", "--config", cfg, timeout=30)
+    assert res.returncode == 3 and "is not running" in res.stderr

@@ -42,7 +42,8 @@ async def recv(q: asyncio.Queue, on_timeout=EOS):
         return q.get_nowait()
     except asyncio.QueueEmpty:
         try:
-            return await asyncio.wait_for(q.get(), IDLE_S)
+            async with asyncio.timeout(IDLE_S):
+                return await q.get()
         except TimeoutError:
             return on_timeout
 

@@ -4,7 +4,8 @@ Ticks go producer -PUB/SUB-> dispatcher -PUB/SUB-> strategy, orders strategy -PU
 executor, reports executor -PUSH/PULL-> strategy. Default high-water marks (1,000): a PUB
 drops silently when its subscriber is behind. Each PUB hears its subscriber through a
 PUSH/PULL control channel: at the start (warm-ups until the subscriber has them, so no
-measured tick meets a slow joiner) and at the end (end of stream repeated until acknowledged).
+measured tick meets a slow joiner) and at the end (end of stream repeated until acknowledged);
+the strategy also bounces a warm-up order off the executor before it says it is ready.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import shutil
 import tempfile
 import time
 
-import zmq
+try:
+    import zmq
+except ImportError:  # pragma: no cover
+    raise SystemExit("zmq_pipeline needs pyzmq: pip install -e '.[bench]'") from None
 
 from bench.common import (N_INSTRUMENTS, StrategyHost, TickSource, encode, fill_for,
                           order_decoder, report_decoder, tick_decoder, write_result)
