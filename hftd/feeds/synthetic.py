@@ -1,31 +1,38 @@
-"""Synthetic feed: a random walk per instrument, generated a batch at a time with numpy.
+"""Synthetic feed: a random walk per instrument.
 
-Each tick picks an instrument at random and moves its price by -1, 0 or +1 tick (never
-below 1). Rate-limited (`rate` ticks/s, ticks become due on a fixed schedule from the first
+Each tick picks an instrument at random and moves its price by -1, 0 or +1 tick (a price
+shown is never below 1). Rate-limited (`rate` ticks/s, on a fixed schedule from the first
 poll) or as fast as the producer asks; optionally a fixed number of ticks.
+
+The stream depends only on the seed, never on how the producer batches its polls: random
+draws come from numpy in blocks and are consumed in order, and the walk is computed
+column-wise for a large poll and tick by tick for a small one, with the same result. So two
+runs (or two designs in the benchmark) with one seed see the same ticks.
 """
 
 from __future__ import annotations
 
-import random
 import time
 
 import numpy as np
 
 from . import FeedBatch
 
+BLOCK = 4096  # random draws made at a time
+SMALL = 8  # polls up to this size walk tick by tick (numpy's per-call cost would dominate)
+
 
 class SyntheticFeed:
     def __init__(self, cfg, n_instruments: int):
         self.rng = np.random.default_rng(cfg.seed)
-        self.py_rng = random.Random(cfg.seed)  # a few ticks at a time: cheaper than numpy
         self.n_instruments = n_instruments
-        self.prices = np.full(n_instruments, cfg.start_price, dtype=np.int64)
+        self.walk = np.full(n_instruments, cfg.start_price, dtype=np.int64)  # unclamped
         self.max_qty = cfg.max_qty
         self.rate = cfg.rate
         self.limit = cfg.ticks
         self.emitted = 0
         self.t0 = 0
+        self._at = BLOCK  # position in the current block of draws
 
     @property
     def exhausted(self) -> bool:
@@ -46,45 +53,59 @@ class SyntheticFeed:
         wait = self.t0 + self.emitted * 1e9 / self.rate - now_ns
         return wait / 1e9 if wait > 0 else 0.0
 
+    def _refill(self) -> None:
+        rng = self.rng
+        self.inst = rng.integers(0, self.n_instruments, BLOCK, dtype=np.int32)
+        self.step = rng.integers(-1, 2, BLOCK, dtype=np.int64)
+        self.qty = rng.integers(1, self.max_qty + 1, BLOCK, dtype=np.int64)
+        self.inst_l, self.step_l, self.qty_l = self.inst.tolist(), self.step.tolist(), self.qty.tolist()
+        self._at = 0
+
     def poll(self, max_n: int, now_ns: int) -> FeedBatch | None:
         n = min(max_n, self.due(now_ns))
         if self.limit:
             n = min(n, self.limit - self.emitted)
         if n <= 0:
             return None
-        if n <= 8:
-            return self._few(n)
-        rng = self.rng
-        instrument = rng.integers(0, self.n_instruments, n, dtype=np.int32)
-        step = rng.integers(-1, 2, n, dtype=np.int64)
-        price = np.empty(n, dtype=np.int64)
-        # walk each instrument's price through its ticks in this batch
-        order = np.argsort(instrument, kind="stable")
-        sorted_inst = instrument[order]
+        parts = []
+        left = n
+        while left:
+            if self._at == BLOCK:
+                self._refill()
+            k = min(left, BLOCK - self._at)
+            parts.append(self._few(k) if k <= SMALL else self._many(k))
+            self._at += k
+            left -= k
+        self.emitted += n
+        inst, price, qty = (parts[0] if len(parts) == 1 else
+                            [np.concatenate(c) for c in zip(*parts)])
+        return FeedBatch(inst, price, qty, np.full(n, time.time_ns(), dtype=np.int64))
+
+    def _many(self, k: int):
+        a = self._at
+        inst = self.inst[a: a + k]
+        step = self.step[a: a + k]
+        # walk each instrument's price through its ticks in this poll, column-wise
+        order = np.argsort(inst, kind="stable")
+        sorted_inst = inst[order]
         walk = np.cumsum(step[order])
         starts = np.flatnonzero(np.r_[True, sorted_inst[1:] != sorted_inst[:-1]])
-        base = np.repeat(walk[starts] - step[order][starts], np.diff(np.r_[starts, n]))
-        walked = self.prices[sorted_inst] + walk - base
-        np.maximum(walked, 1, out=walked)
-        price[order] = walked
-        ends = np.r_[starts[1:], n] - 1
-        self.prices[sorted_inst[ends]] = walked[ends]
-        qty = rng.integers(1, self.max_qty + 1, n, dtype=np.int64)
-        self.emitted += n
-        t_ex = np.full(n, time.time_ns(), dtype=np.int64)
-        return FeedBatch(instrument, price, qty, t_ex)
+        base = np.repeat(walk[starts] - step[order][starts], np.diff(np.r_[starts, k]))
+        walked = self.walk[sorted_inst] + walk - base
+        ends = np.r_[starts[1:], k] - 1
+        self.walk[sorted_inst[ends]] = walked[ends]
+        price = np.empty(k, dtype=np.int64)
+        price[order] = np.maximum(walked, 1)
+        return inst, price, self.qty[a: a + k]
 
-    def _few(self, n: int) -> FeedBatch:
-        r = self.py_rng
-        prices = self.prices
-        inst, price = [], []
-        for _ in range(n):
-            i = r.randrange(self.n_instruments)
-            p = max(int(prices[i]) + r.randrange(-1, 2), 1)
-            prices[i] = p
-            inst.append(i)
-            price.append(p)
-        qty = [r.randrange(1, self.max_qty + 1) for _ in range(n)]
-        self.emitted += n
-        return FeedBatch(np.array(inst, np.int32), np.array(price, np.int64),
-                         np.array(qty, np.int64), np.full(n, time.time_ns(), np.int64))
+    def _few(self, k: int):
+        a = self._at
+        walk = self.walk
+        inst = self.inst_l[a: a + k]
+        price = []
+        for i, s in zip(inst, self.step_l[a: a + k]):
+            p = int(walk[i]) + s
+            walk[i] = p
+            price.append(p if p > 1 else 1)
+        return (np.array(inst, np.int32), np.array(price, np.int64),
+                np.array(self.qty_l[a: a + k], np.int64))
