@@ -169,7 +169,8 @@ def tables(res: dict) -> str:
             cells = [f"{v['throughput']['msgs_per_s']:,.0f}"]
             for r in RATES:
                 lat = v[f"latency@{r}"]
-                cells.append(f"{_f(lat['p50'])} / {_f(lat['p99'])}")
+                cells.append(lat["error"] if "error" in lat else
+                             f"{_f(lat['p50'])} / {_f(lat['p99'])}")
             out += f"| {name} | " + " | ".join(cells) + " |\n"
     return out
 

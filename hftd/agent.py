@@ -18,6 +18,7 @@ import time
 from . import config as config_mod
 from . import idle as idle_mod
 from . import shm, stats, topology
+from .histogram import NullHistogram
 from .ring import Ring, RingReader, RingWriter
 
 
@@ -69,6 +70,12 @@ class AgentContext:
 
     def obj(self, what: str) -> str:
         return shm.object_name(self.instance, what)
+
+    def histogram(self, name: str):
+        """The agent's latency histogram `name` (a no-op one when recording is off)."""
+        if not self.cfg.metrics.record_latency:
+            return NullHistogram()
+        return self.stats.histogram(name)
 
     def reader(self, ring: str) -> RingReader:
         r = RingReader(self._attach(ring))

@@ -213,6 +213,21 @@ class SupervisorConfig(_Base):
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
 
 
+class MetricsConfig(_Base):
+    listen: str = "127.0.0.1:9464"  # /metrics (Prometheus) address; "" = off; port 0 = any
+    record_latency: bool = True  # latency histograms; off only to measure what they cost
+
+    def __post_init__(self):
+        if self.listen:
+            host, sep, port = self.listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(f"listen must look like HOST:PORT, got {self.listen!r}")
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 def _default_instruments() -> list[Instrument]:
     return [Instrument(symbol="TXF"), Instrument(symbol="MXF"), Instrument(symbol="TMF"),
             Instrument(symbol="TE", tick_size="0.05"), Instrument(symbol="TF", tick_size="0.2")]
@@ -229,6 +244,7 @@ class Config(_Base):
     strategies: list[StrategyConfig] = msgspec.field(default_factory=lambda: [StrategyConfig()])
     executor: ExecutorConfig = msgspec.field(default_factory=ExecutorConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
+    metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     def __post_init__(self):
         shm.check_instance_name(self.instance)

@@ -121,6 +121,19 @@ class Histogram:
         return HistogramSnapshot(self.words.copy())
 
 
+class NullHistogram:
+    """Stands in for a Histogram when latency recording is off (`metrics.record_latency`)."""
+
+    def record(self, v: int) -> None:
+        pass
+
+    def record_n(self, v: int, n: int) -> None:
+        pass
+
+    def record_many(self, values) -> None:
+        pass
+
+
 class HistogramSnapshot:
     """A copy of a histogram's words, for reports, status and the exporter."""
 
@@ -154,8 +167,8 @@ class HistogramSnapshot:
         return float(min(_MID[i], self.max)) if self.max else float(_MID[i])
 
     def cumulative_at(self, bounds_ns: np.ndarray) -> np.ndarray:
-        """Cumulative counts of samples <= each bound (bucket-exact where a bound falls on a
-        bucket edge; otherwise the bucket straddling the bound is counted below it)."""
+        """Cumulative counts of samples <= each bound: exact where a bound is a bucket edge;
+        otherwise the bucket straddling the bound (under 1 % of it wide) counts above it."""
         cum = np.cumsum(self.buckets)
         j = np.searchsorted(_UPPER, np.asarray(bounds_ns, dtype=np.int64) + 1, side="right")
         out = np.where(j > 0, cum[np.maximum(j - 1, 0)], 0)

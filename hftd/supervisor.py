@@ -25,6 +25,7 @@ from . import report as report_mod
 from . import control as control_mod
 from . import shm, stats, topology
 from .events import Codec, Control, ControlKind
+from .monitor import InstanceView
 from .ring import Ring, RingWriter, require_supported_platform
 from .stages import ROLES
 from .systemd import Notifier
@@ -66,6 +67,7 @@ class Supervisor:
         self._lock_fd = None
         self.report: dict | None = None
         self.server: control_mod.Server | None = None
+        self.metrics_server = None
         self.alarms_seen = 0
         self.paused = False
 
@@ -98,6 +100,7 @@ class Supervisor:
             self._create()
             self.server = control_mod.Server(
                 control_mod.socket_path(self.runtime_dir, self.instance), self._command)
+            self._serve_metrics()
             rc = self._monitor() if self._start_all() else 0
         except SupervisorError as e:
             self.log(f"error: {e}")
@@ -111,6 +114,9 @@ class Supervisor:
                 self.log(f"could not build the report: {e!r}")
             if self.server is not None:
                 self.server.close()
+            if self.metrics_server is not None:
+                self.metrics_server.shutdown()
+                self.metrics_server.server_close()
             self._destroy()
             self._unlock()
         if self.report is not None:
@@ -223,6 +229,22 @@ class Supervisor:
         self.log(f"pipeline up: {pids}")
         self.notifier.ready(f"running: {pids}")
         return True
+
+    def _serve_metrics(self) -> None:
+        if not self.cfg.metrics.listen:
+            return
+        from .exporter import serve
+
+        host, port = self.cfg.metrics.address()
+        view = InstanceView(self.cfg, {a.name: a.block for a in self.agents}, self.rings)
+        try:
+            self.metrics_server, bound = serve(view, host, port)
+        except OSError as e:
+            # trading does not depend on it: say so loudly and go on
+            self.log(f"WARNING: cannot serve metrics on {self.cfg.metrics.listen} ({e.strerror}); "
+                     f"/metrics is off for this run")
+            return
+        self.log(f"metrics on http://{host}:{bound}/metrics")
 
     # --- control ------------------------------------------------------------------------
     def _command(self, cmd: str) -> control_mod.Reply:
@@ -376,15 +398,8 @@ class Supervisor:
                 a.proc.wait()
 
     def _final_report(self, wall_time_s: float) -> dict:
-        agents = {a.name: (a.spec.role, a.block.snapshot()) for a in self.agents}
-        rings = {
-            n: {"capacity": r.capacity, "published": r.published, "consumed": r.consumed,
-                "in_flight": r.published - r.consumed,
-                "backpressure_episodes": r.backpressure_episodes,
-                "backpressured": r.backpressured}
-            for n, r in self.rings.items()
-        }
-        rep = report_mod.build(agents, rings, wall_time_s)
+        view = InstanceView(self.cfg, {a.name: a.block for a in self.agents}, self.rings)
+        rep = view.report(wall_time_s)
         rep["instance"] = self.instance
         rep["pids"] = {a.name: a.proc.pid for a in self.agents if a.proc is not None}
         return rep

@@ -114,7 +114,7 @@ class Dispatcher(Agent):
         self.ticks_out = st.value("ticks_out")
         self.control_in = st.value("control_in")
         self.full_polls = st.value("full_polls")
-        self.latency = st.histogram("stage")
+        self.latency = ctx.histogram("stage")
         self.ended: set[str] = set()
 
     def sleep_for(self) -> float | None:

@@ -65,8 +65,8 @@ class Executor(Agent):
         st = ctx.stats
         for name, _ in self.schema(cfg).values:
             setattr(self, "c_" + name, st.value(name))
-        self.latency = st.histogram("stage")
-        self.t2t = st.histogram("tick_to_trade")
+        self.latency = ctx.histogram("stage")
+        self.t2t = ctx.histogram("tick_to_trade")
         self.paused = False
         self.deadline_ns = int(cfg.rings.reports.block_deadline_ms * 1e6)
 

@@ -55,7 +55,7 @@ class Producer(Agent):
         for name, _ in self.schema(cfg).values:
             setattr(self, "c_" + name, s.value(name))
         self.rejected_by = [s.value(f"rejected_{r}") for r in REJECT_REASONS]
-        self.latency = s.histogram("stage")
+        self.latency = ctx.histogram("stage")
         self.ending = False
 
     def on_signal(self) -> None:

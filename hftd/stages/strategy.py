@@ -78,7 +78,7 @@ class StrategyStage(Agent):
         st = ctx.stats
         for name, _ in self.schema(cfg).values:
             setattr(self, "c_" + name, st.value(name))
-        self.latency = st.histogram("stage")
+        self.latency = ctx.histogram("stage")
 
     def on_start(self) -> None:
         self.strategy.on_start()

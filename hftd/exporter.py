@@ -1,0 +1,145 @@
+"""Prometheus exporter: a prometheus-client custom Collector over an `InstanceView`.
+
+Every scrape reads the stats blocks and ring headers directly (no locks, nothing cached), so
+/metrics is as fresh as `hftd status`. Names follow Prometheus conventions: `hftd_` prefix,
+seconds, `_total` for counters. Latency histograms are re-bucketed from hftd's log-linear
+buckets onto fixed bounds chosen for microsecond latencies (`LATENCY_BUCKETS_S`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                    HistogramMetricFamily)
+
+from . import __version__
+from .monitor import InstanceView
+from .stats import COUNTER
+
+LATENCY_BUCKETS_S = (1e-6, 2e-6, 5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3,
+                     5e-3, 10e-3, 20e-3, 50e-3, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+_BOUNDS_NS = np.array([round(b * 1e9) for b in LATENCY_BUCKETS_S], dtype=np.int64)
+
+# counters that have a metric of their own, not hftd_events_total
+_OWN = {"conflated", "dropped", "rejected", "alarms"}
+
+
+def _histogram(fam: HistogramMetricFamily, labels: list[str], snap) -> None:
+    cum = snap.cumulative_at(_BOUNDS_NS)
+    buckets = [(repr(b) if b < 1 else f"{b:.1f}", float(c)) for b, c in zip(LATENCY_BUCKETS_S, cum)]
+    buckets.append(("+Inf", float(snap.count)))
+    fam.add_metric(labels, buckets, snap.sum / 1e9)
+
+
+class HftdCollector:
+    def __init__(self, view: InstanceView):
+        self.view = view
+
+    def describe(self):
+        return []  # collected fresh on every scrape; nothing to describe up front
+
+    def collect(self):
+        v = self.view
+        inst = v.cfg.instance
+        info = GaugeMetricFamily("hftd_info", "hftd build and instance", labels=["version", "instance"])
+        info.add_metric([__version__, inst], 1)
+        yield info
+
+        stage_lat = HistogramMetricFamily(
+            "hftd_stage_latency_seconds",
+            "Time from a tick's ingest (t_ingest) to the end of its processing in each stage",
+            labels=["stage"])
+        t2t = HistogramMetricFamily(
+            "hftd_tick_to_trade_seconds",
+            "Order handed to the venue minus t_ingest of the tick that caused it")
+        events = CounterMetricFamily("hftd_events", "Events counted by each stage, by outcome",
+                                     labels=["stage", "outcome"])
+        gauges = GaugeMetricFamily("hftd_stage_gauge", "Levels held by each stage",
+                                   labels=["stage", "name"])
+        conflated = CounterMetricFamily("hftd_conflated", "Ticks replaced by a newer tick of the "
+                                        "same instrument while a ring was backpressured",
+                                        labels=["ring"])
+        dropped = CounterMetricFamily("hftd_dropped", "Ticks dropped", labels=["ring", "reason"])
+        rejected = CounterMetricFamily("hftd_rejected", "Bad ticks rejected by the producer",
+                                       labels=["reason"])
+        alarms = CounterMetricFamily("hftd_alarms", "Blocks past their deadline (each trips the "
+                                     "kill switch)", labels=["stage"])
+        for a in v.agents:
+            block = v.blocks[a.name]
+            snap = block.snapshot()
+            vals = snap["values"]
+            for name, kind in block.schema.values:
+                value = vals[name]
+                if kind != COUNTER:
+                    gauges.add_metric([a.name, name], value)
+                elif name == "alarms":
+                    alarms.add_metric([a.name], value)
+                elif a.role == "producer" and name == "conflated":
+                    conflated.add_metric(["ticks.in"], value)
+                elif a.role == "producer" and name == "dropped":
+                    dropped.add_metric(["ticks.in", "backpressure"], value)
+                elif a.role == "producer" and name.startswith("rejected_"):
+                    rejected.add_metric([name[len("rejected_"):]], value)
+                elif a.role == "dispatcher" and name.split(".")[0] in ("conflated", "dropped"):
+                    what, strategy = name.split(".", 1)
+                    if what == "conflated":
+                        conflated.add_metric([f"ticks.{strategy}"], value)
+                    else:
+                        dropped.add_metric([f"ticks.{strategy}", "backpressure"], value)
+                elif name not in _OWN:
+                    events.add_metric([a.name, name], value)
+            hists = snap["histograms"]
+            if "stage" in hists:
+                _histogram(stage_lat, [a.name], hists["stage"])
+            if "tick_to_trade" in hists:
+                _histogram(t2t, [], hists["tick_to_trade"])
+        yield from (stage_lat, t2t, events, gauges, conflated, dropped, rejected, alarms)
+
+        occ = GaugeMetricFamily("hftd_ring_occupancy_ratio", "Ring occupancy (write - read cursor) "
+                                "over capacity", labels=["ring"])
+        bp = GaugeMetricFamily("hftd_ring_backpressured", "1 while the ring is above its high "
+                               "watermark (until it falls to the low one)", labels=["ring"])
+        episodes = CounterMetricFamily("hftd_backpressure_episodes", "Times the ring crossed its "
+                                       "high watermark", labels=["ring"])
+        published = CounterMetricFamily("hftd_ring_published", "Events published into the ring",
+                                        labels=["ring"])
+        consumed = CounterMetricFamily("hftd_ring_consumed", "Events consumed from the ring",
+                                       labels=["ring"])
+        for name, r in v.ring_states().items():
+            occ.add_metric([name], r["occupancy_ratio"])
+            bp.add_metric([name], r["backpressured"])
+            episodes.add_metric([name], r["backpressure_episodes"])
+            published.add_metric([name], r["published"])
+            consumed.add_metric([name], r["consumed"])
+        yield from (occ, bp, episodes, published, consumed)
+
+        up = GaugeMetricFamily("hftd_agent_up", "1 while the agent runs with a fresh heartbeat",
+                               labels=["agent"])
+        age = GaugeMetricFamily("hftd_agent_heartbeat_age_seconds", "Seconds since the agent's "
+                                "last heartbeat", labels=["agent"])
+        restarts = CounterMetricFamily("hftd_agent_restarts", "Times the supervisor restarted "
+                                       "the agent", labels=["agent"])
+        cpu = CounterMetricFamily("hftd_agent_cpu_seconds", "CPU time of the agent's process "
+                                  "(user + system)", labels=["agent"])
+        rss = GaugeMetricFamily("hftd_agent_resident_memory_bytes", "Resident memory of the "
+                                "agent's process", labels=["agent"])
+        for name, h in v.agent_health().items():
+            up.add_metric([name], 1 if h["up"] else 0)
+            age.add_metric([name], h["heartbeat_age_s"] if h["heartbeat_age_s"] is not None
+                           else float("nan"))
+            restarts.add_metric([name], h["restarts"])
+            if h["cpu_seconds"] is not None:
+                cpu.add_metric([name], h["cpu_seconds"])
+                rss.add_metric([name], h["rss_bytes"])
+        paused = GaugeMetricFamily("hftd_trading_paused", "1 while the kill switch is on")
+        paused.add_metric([], v.blocks["executor"].get("paused"))
+        yield from (up, age, restarts, cpu, rss, paused)
+
+
+def serve(view: InstanceView, host: str, port: int):
+    """Serve /metrics on host:port in a background thread; returns (server, bound port)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HftdCollector(view))
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return server, server.server_address[1]

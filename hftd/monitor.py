@@ -1,0 +1,145 @@
+"""Read a running instance from outside, the way AeronStat reads Aeron's counters: map its
+stats blocks and ring headers and read them without locks. The supervisor's exporter, the
+end-of-run report, `hftd status` and `hftd top` all read through here.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+
+import msgspec
+import psutil
+
+from . import agent as agent_mod
+from . import config as config_mod
+from . import report as report_mod
+from . import shm, stats, topology
+from .ring import Ring
+
+
+class NotRunning(Exception):
+    pass
+
+
+def is_running(cfg: config_mod.Config) -> bool:
+    """Whether a supervisor holds the instance's lock."""
+    path = os.path.join(cfg.resolved_runtime_dir(), f"{cfg.instance}.lock")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+class InstanceView:
+    """Stats blocks and rings of one instance, mapped read-only in spirit."""
+
+    def __init__(self, cfg: config_mod.Config, blocks=None, rings=None):
+        self.cfg = cfg
+        self.agents = topology.agents(cfg)
+        self._owned = blocks is None
+        if blocks is None:
+            blocks = {a.name: stats.StatsBlock.attach(
+                shm.object_name(cfg.instance, topology.stats_name(a.name))) for a in self.agents}
+            rings = {r.name: Ring.attach(shm.object_name(cfg.instance, r.name))
+                     for r in topology.rings(cfg)}
+        self.blocks = blocks
+        self.rings = rings
+        self._procs: dict[int, psutil.Process] = {}
+
+    @classmethod
+    def attach(cls, cfg: config_mod.Config) -> "InstanceView":
+        """The running instance named by `cfg` (its resolved config is read from the spec the
+        supervisor wrote). Raises NotRunning."""
+        if not is_running(cfg):
+            raise NotRunning(f"instance {cfg.instance!r} is not running")
+        spec = agent_mod.spec_path(cfg.resolved_runtime_dir(), cfg.instance)
+        try:
+            with open(spec, "rb") as f:
+                live = config_mod.from_dict(msgspec.json.decode(f.read()), spec)
+            return cls(live)
+        except FileNotFoundError:
+            raise NotRunning(f"instance {cfg.instance!r} is starting or stopping") from None
+
+    def close(self) -> None:
+        if self._owned:
+            for b in self.blocks.values():
+                b.close()
+            for r in self.rings.values():
+                r.close()
+
+    # --- readings -------------------------------------------------------------------------
+    def ring_states(self) -> dict:
+        return {
+            n: {"capacity": r.capacity, "published": r.published, "consumed": r.consumed,
+                "in_flight": r.published - r.consumed,
+                "occupancy_ratio": (r.published - r.consumed) / r.capacity,
+                "backpressure_episodes": r.backpressure_episodes,
+                "backpressured": r.backpressured}
+            for n, r in self.rings.items()
+        }
+
+    def agent_health(self) -> dict:
+        """Per agent: pid, state, up (running with a fresh heartbeat), heartbeat age, restarts,
+        CPU seconds and RSS of its process."""
+        now = time.monotonic_ns()
+        limit = self.cfg.supervisor.heartbeat_timeout_s
+        out = {}
+        for a in self.agents:
+            b = self.blocks[a.name]
+            pid = b.pid
+            age = (now - b.heartbeat_ns) / 1e9 if b.heartbeat_ns else None
+            alive = pid > 0 and psutil.pid_exists(pid)
+            cpu = rss = None
+            if alive:
+                try:
+                    p = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
+                    t = p.cpu_times()
+                    cpu, rss = t.user + t.system, p.memory_info().rss
+                except psutil.Error:
+                    alive = False
+            state = stats.STATE_NAMES.get(b.state, "unknown")
+            out[a.name] = {
+                "role": a.role, "pid": pid, "state": state,
+                "up": bool(alive and b.state == stats.RUNNING and age is not None and age < limit),
+                "heartbeat_age_s": age, "restarts": int(b.header[stats.H_RESTARTS]),
+                "cpu_seconds": cpu, "rss_bytes": rss, "cpus": list(a.cpus),
+            }
+        return out
+
+    def report(self, wall_time_s: float = 0.0) -> dict:
+        agents = {a.name: (a.role, self.blocks[a.name].snapshot()) for a in self.agents}
+        return report_mod.build(agents, self.ring_states(), wall_time_s)
+
+    def status(self, rate_window_s: float = 0.5) -> dict:
+        """Everything `hftd status --json` prints: the report's figures, agent health, and
+        rates over `rate_window_s`."""
+        before = self._counts()
+        t0 = time.monotonic()
+        if rate_window_s > 0:
+            time.sleep(rate_window_s)
+        after = self._counts()
+        dt = max(time.monotonic() - t0, 1e-9)
+        rep = self.report()
+        rep["instance"] = self.cfg.instance
+        rep["agents"] = self.agent_health()
+        rep["rates_per_s"] = {k: (after[k] - before[k]) / dt for k in after} if rate_window_s > 0 else {}
+        rep["trading_paused"] = bool(self.blocks["executor"].get("paused"))
+        return rep
+
+    def _counts(self) -> dict:
+        strategies = [a.name for a in self.agents if a.role == "strategy"]
+        return {
+            "ticks_received": self.blocks["producer"].get("received"),
+            "ticks_delivered": sum(self.blocks[s].get("ticks_in") for s in strategies),
+            "orders": sum(self.blocks[s].get("orders_out") for s in strategies),
+            "fills": self.blocks["executor"].get("fills"),
+        }
