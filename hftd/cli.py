@@ -121,3 +121,76 @@ def resume(config_path, instance):
 def stop(config_path, instance):
     """Drain the pipeline front to back and stop the instance."""
     _send(config_path, instance, "stop")
+
+
+def _view(config_path, instance):
+    """The running instance, or exit 3 (LSB: program is not running) with a clear message."""
+    from .monitor import InstanceView, NotRunning
+
+    cfg = _load(config_path, {"instance": instance} if instance else None)
+    try:
+        return InstanceView.attach(cfg)
+    except (NotRunning, FileNotFoundError) as e:
+        click.echo(f"hftd: {e}" if isinstance(e, NotRunning) else
+                   f"hftd: instance {cfg.instance!r} is not running ({e})", err=True)
+        sys.exit(3)
+
+
+@main.command()
+@_instance_options
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+def status(config_path, instance, as_json):
+    """Agents, rates, occupancy, backpressure, accounting and latency of a running instance.
+
+    Reads the instance's shared memory directly. Exit status 0 when it runs, 3 when not."""
+    import msgspec
+
+    from .console import render
+
+    view = _view(config_path, instance)
+    try:
+        st = view.status()
+    finally:
+        view.close()
+    if as_json:
+        click.echo(msgspec.json.format(msgspec.json.encode(st), indent=2).decode())
+    else:
+        click.echo(render(st))
+
+
+@main.command()
+@_instance_options
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--iterations", type=click.IntRange(min=1), help="Stop after this many refreshes.")
+def top(config_path, instance, interval, iterations):
+    """A live view of a running instance; q or Ctrl-C quits."""
+    from .console import render
+    from .monitor import NotRunning
+    from .terminal import KeyReader
+
+    view = _view(config_path, instance)
+    n = 0
+    try:
+        with KeyReader() as keys:
+            while True:
+                try:
+                    st = view.status(rate_window_s=0)  # rates come from refresh to refresh
+                except FileNotFoundError:
+                    raise NotRunning("the instance stopped")
+                now_counts = view._counts()
+                if n:
+                    st["rates_per_s"] = {k: (now_counts[k] - last[k]) / interval for k in now_counts}
+                last = now_counts
+                click.echo("\x1b[H\x1b[2J" + render(st) + "\n\n(q or Ctrl-C to quit)", nl=True)
+                n += 1
+                if iterations and n >= iterations:
+                    break
+                if keys.wait_for("q", interval):
+                    break
+    except KeyboardInterrupt:
+        pass
+    except NotRunning as e:
+        click.echo(f"hftd: {e}", err=True)
+    finally:
+        view.close()

@@ -42,7 +42,8 @@ class HftdCollector:
     def collect(self):
         v = self.view
         inst = v.cfg.instance
-        info = GaugeMetricFamily("hftd_info", "hftd build and instance", labels=["version", "instance"])
+        info = GaugeMetricFamily("hftd_info", "hftd build and instance",
+                                 labels=["version", "hftd_instance"])
         info.add_metric([__version__, inst], 1)
         yield info
 
@@ -55,7 +56,7 @@ class HftdCollector:
             "Order handed to the venue minus t_ingest of the tick that caused it")
         events = CounterMetricFamily("hftd_events", "Events counted by each stage, by outcome",
                                      labels=["stage", "outcome"])
-        gauges = GaugeMetricFamily("hftd_stage_gauge", "Levels held by each stage",
+        gauges = GaugeMetricFamily("hftd_stage_level", "Levels held by each stage (gauges)",
                                    labels=["stage", "name"])
         conflated = CounterMetricFamily("hftd_conflated", "Ticks replaced by a newer tick of the "
                                         "same instrument while a ring was backpressured",
