@@ -115,14 +115,15 @@ class Executor(Agent):
                     break
                 continue
             now = time.monotonic_ns()
-            self.latency.record(now - ev.t_ingest)
             reason = self._check(book, ev)
             if reason:
+                self.latency.record(now - ev.t_ingest)
                 self._report(book, ev, ReportKind.REJECT, ev.qty, 0, reason)
                 self.c_rejects.add()
                 continue
             kind, reason = self.venue.submit(ev, owner, now)
-            self.t2t.record(time.monotonic_ns() - ev.t_ingest)
+            self.t2t.record(time.monotonic_ns() - ev.t_ingest)  # first: nothing before the venue
+            self.latency.record(now - ev.t_ingest)
             if kind == ReportKind.REJECT:
                 self._report(book, ev, kind, ev.qty, 0, reason)
                 self.c_rejects.add()

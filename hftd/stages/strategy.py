@@ -91,8 +91,16 @@ class StrategyStage(Agent):
             return 0
         oid = self.next_order_id
         self.next_order_id = oid + 1
-        self.waiting.append(OrderRequest(0, self.current_t_ingest, oid, instrument, side, qty,
-                                         price, ref_price))
+        order = OrderRequest(0, self.current_t_ingest, oid, instrument, side, qty, price, ref_price)
+        w = self.orders
+        if not self.waiting and w.claim(1):
+            # out at once, mid-batch: an order never waits for the rest of its tick batch
+            order.seq = w.position
+            w.put(0, order.t_ingest, self.encode_order(order))
+            w.publish()
+            self.c_orders_out.add()
+        else:
+            self.waiting.append(order)
         return oid
 
     def _send_waiting(self) -> int:
