@@ -26,21 +26,33 @@ from .harness import PY, ROOT, measure
 RATES = (1_000, 10_000, 100_000)
 LADDER = (300_000, 100_000, 30_000, 10_000, 3_000, 1_000)
 
+# hftd variants: extra TOML added to bench/hftd-bench.toml
+HFTD_VARIANTS = {
+    "hftd": "",
+    "hftd (backoff idle)": '[idle]\nstrategy = "backoff"\n',
+    "hftd (no latency stats)": '[metrics]\nlisten = ""\nrecord_latency = false\n',
+}
+
 BASELINES = {
     "asyncio (current)": "asyncio_current",
     "asyncio (proposed)": "asyncio_proposed",
     "multiprocessing.Queue": "mpqueue",
     "ZeroMQ": "zmq_pipeline",
 }
-DESIGNS = ["hftd", *BASELINES]
+DESIGNS = [*HFTD_VARIANTS, *BASELINES]
+COMPARED = ["hftd", *BASELINES]  # columns of the ratio table: hftd against the baselines
 
 
 def run_design(design: str, rate: float, ticks: int, tmp: str) -> dict:
     out = os.path.join(tmp, f"{uuid.uuid4().hex}.json")
     timeout = 60 + ticks / max(rate, 20_000) * 3
-    if design == "hftd":
+    if design in HFTD_VARIANTS:
         inst = "bench" + uuid.uuid4().hex[:8]
-        cmd = [PY, "-m", "hftd", "run", "--config", os.path.join(ROOT, "bench", "hftd-bench.toml"),
+        cfg = os.path.join(tmp, f"{inst}.toml")
+        with open(cfg, "w") as f:
+            base = open(os.path.join(ROOT, "bench", "hftd-bench.toml")).read()
+            f.write(_merge_toml(base, HFTD_VARIANTS[design]))
+        cmd = [PY, "-m", "hftd", "run", "--config", cfg,
                "--instance", inst, "--ticks", str(ticks), "--rate", str(rate), "--report", out]
         m = measure(cmd, timeout, instance=inst)
         res = _from_hftd_report(out) if m["rc"] == 0 else {}
@@ -54,6 +66,22 @@ def run_design(design: str, rate: float, ticks: int, tmp: str) -> dict:
     res.update({k: m[k] for k in ("wall_s", "cpu_s", "peak_mem_bytes")})
     res["rate"] = rate
     return res
+
+
+def _merge_toml(base: str, extra: str) -> str:
+    """`base` with the tables of `extra` replacing its tables of the same name (whole
+    tables: a variant spells out every key of a table it changes)."""
+    import re
+
+    body_re = r"((?:[^\[\n].*\n|\n)*)"
+    tables = dict(re.findall(r"(\[[^\]]+\])\n" + body_re, extra))
+    out = base
+    for head, body in tables.items():
+        if head in out:
+            out = re.sub(re.escape(head) + r"\n" + body_re, lambda m: head + "\n" + body + "\n", out)
+        else:
+            out += "\n" + head + "\n" + body
+    return out
 
 
 def _from_hftd_report(path: str) -> dict:
@@ -144,12 +172,13 @@ def tables(res: dict) -> str:
           "latency / CPU / memory)\n\n| figure | " + " | ".join(BASELINES) + " |\n|---|" +
           "---|" * len(BASELINES) + "\n")
     lines = []
+    base_cols = [DESIGNS.index(b) for b in BASELINES]
     for lab, vals, _ in rows:
         if "lost" in lab:
             continue
         h = vals[0]
         cells = []
-        for v in vals[1:]:
+        for v in (vals[i] for i in base_cols):
             if h is None or v is None or h == 0 or v == 0:
                 cells.append("—")
             else:
