@@ -302,6 +302,13 @@ class Supervisor:
                 a.proc.wait()
                 self._restart(a, "hung")
 
+    def _healthy(self) -> bool:
+        """Every agent finished its stream, or runs with a fresh heartbeat."""
+        now = time.monotonic_ns()
+        limit = int(self.cfg.supervisor.heartbeat_timeout_s * 1e9)
+        return all(a.finished or (a.proc.poll() is None and a.block.state == stats.RUNNING
+                                  and now - a.block.heartbeat_ns < limit) for a in self.agents)
+
     def _restart(self, a: _Agent, why: str) -> None:
         if a.restarts >= self.cfg.supervisor.max_restarts:
             raise SupervisorError(f"agent {a.name} {why}; restarted {a.restarts} times already, "
@@ -332,8 +339,8 @@ class Supervisor:
                 self.log("every agent finished its stream")
                 return 0
             now = time.monotonic()
-            if watchdog and now >= next_watchdog:
-                self.notifier.watchdog()  # only reached while every agent is healthy
+            if watchdog and now >= next_watchdog and self._healthy():
+                self.notifier.watchdog()
                 next_watchdog = now + watchdog
             if now >= next_status:
                 cur = self._progress()
