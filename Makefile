@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv clean
+.PHONY: run test venv bench bench-quick install-systemd clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,21 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)        # the full suite, <= 15 minutes; results in bench/results/
+	$(BIN)/python -m bench.run
+
+bench-quick: $(BENCH_STAMP)  # a short version, <= 2 minutes
+	$(BIN)/python -m bench.run --quick
+
+install-systemd:
+	install -m 0644 systemd/hftd@.service /etc/systemd/system/hftd@.service
+	systemctl daemon-reload
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis
