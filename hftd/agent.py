@@ -72,8 +72,10 @@ class AgentContext:
         return shm.object_name(self.instance, what)
 
     def histogram(self, name: str):
-        """The agent's latency histogram `name` (a no-op one when recording is off)."""
-        if not self.cfg.metrics.record_latency:
+        """The agent's latency histogram `name`. With `metrics.record_latency` off, the
+        per-stage histograms are no-ops; tick-to-trade (one sample per order, the figure the
+        daemon exists for) is always recorded."""
+        if not self.cfg.metrics.record_latency and name != "tick_to_trade":
             return NullHistogram()
         return self.stats.histogram(name)
 

@@ -215,7 +215,7 @@ class SupervisorConfig(_Base):
 
 class MetricsConfig(_Base):
     listen: str = "127.0.0.1:9464"  # /metrics (Prometheus) address; "" = off; port 0 = any
-    record_latency: bool = True  # latency histograms; off only to measure what they cost
+    record_latency: bool = True  # per-stage histograms (tick-to-trade always); off only to measure their cost
 
     def __post_init__(self):
         if self.listen:

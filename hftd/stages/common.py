@@ -1,8 +1,10 @@
-"""Pieces every stage shares: the control-ring drain and end-of-stream marker."""
+"""Pieces the stages share: the control-ring drain, the end-of-stream marker, and the
+outbox of a ring that never drops (orders, reports)."""
 
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from ..events import Codec, Control, ControlKind
 from ..ring import CONTROL_KEY, RingWriter
@@ -33,3 +35,57 @@ def read_control(reader) -> list[Control]:
 def decode_control(reader, position: int) -> Control:
     """Decode the in-band control event at `position` of a data ring."""
     return _control_codec.decode(reader.payload(position))
+
+
+class Outbox:
+    """Events for a ring that never drops them (orders, reports): written at once when
+    nothing waits and there is room, else kept here in order until `flush` finds room.
+    Waiting longer than `deadline_ns` (0: never) without progress calls `overdue(n)` with
+    the number waiting: the stage raises its alarm and trips the kill switch."""
+
+    def __init__(self, writer: RingWriter, encode, deadline_ns: int, sent, overdue):
+        self.writer = writer
+        self.encode = encode
+        self.deadline_ns = deadline_ns
+        self.sent = sent  # stats Value counting events written
+        self.overdue = overdue
+        self.waiting: deque = deque()
+        self.since = 0  # when the oldest waiting event last saw progress
+
+    def __len__(self) -> int:
+        return len(self.waiting)
+
+    def send(self, ev) -> None:
+        """Write and publish `ev` now if possible (an order never waits for its batch)."""
+        w = self.writer
+        if not self.waiting and w.claim(1):
+            ev.seq = w.position
+            w.put(0, ev.t_ingest, self.encode(ev))
+            w.publish()
+            self.sent.add()
+        else:
+            self.waiting.append(ev)
+
+    def add(self, ev) -> None:
+        """Queue `ev` for the next `flush` (one publish for many events)."""
+        self.waiting.append(ev)
+
+    def flush(self) -> int:
+        w = self.writer
+        waiting = self.waiting
+        n = w.claim(len(waiting))
+        for _ in range(n):
+            ev = waiting.popleft()
+            ev.seq = w.position
+            w.put(0, ev.t_ingest, self.encode(ev))
+        if n:
+            w.publish()
+            self.sent.add(n)
+        if not waiting:
+            self.since = 0
+        elif n or not self.since:
+            self.since = time.monotonic_ns()
+        elif self.deadline_ns and time.monotonic_ns() - self.since > self.deadline_ns:
+            self.overdue(len(waiting))
+            self.since = time.monotonic_ns()
+        return n

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import deque
 
 from .. import venues
 from ..agent import Agent
@@ -20,21 +19,19 @@ from ..events import (Codec, Control, ControlKind, OrderReport, OrderStream, Rej
                       ReportKind, ReportStream)
 from ..stats import COUNTER, GAUGE, Schema
 from ..topology import strategy_agent
-from .common import end_of_stream, read_control
+from .common import Outbox, end_of_stream, read_control
 
 
 class _Book:
-    """Per strategy: its rings, reports waiting for room, positions, stream state."""
+    """Per strategy: its orders ring, its reports outbox, positions, stream state."""
 
-    def __init__(self, orders, reports, n_instruments):
+    def __init__(self, orders, outbox: Outbox, n_instruments):
         self.orders = orders
-        self.reports = reports
-        self.waiting: deque[OrderReport] = deque()
+        self.outbox = outbox
         self.position = [0] * n_instruments
         self.working = [0] * n_instruments
         self.orders_ended = False
         self.reports_ended = False
-        self.waiting_since = 0  # when reports started waiting for room (0: none wait)
 
 
 class Executor(Agent):
@@ -52,11 +49,6 @@ class Executor(Agent):
         super().__init__(ctx)
         cfg = ctx.cfg
         self.control = ctx.reader("control.executor")
-        self.books = [
-            _Book(ctx.reader(f"orders.{s.name}"),
-                  ctx.writer(f"reports.{s.name}", strategy_agent(s.name)), len(cfg.instruments))
-            for s in cfg.strategies
-        ]
         self.n_instruments = len(cfg.instruments)
         self.risk = cfg.executor.risk
         self.venue = venues.make(cfg)
@@ -68,7 +60,21 @@ class Executor(Agent):
         self.latency = ctx.histogram("stage")
         self.t2t = ctx.histogram("tick_to_trade")
         self.paused = False
-        self.deadline_ns = int(cfg.rings.reports.block_deadline_ms * 1e6)
+        deadline_ns = int(cfg.rings.reports.block_deadline_ms * 1e6)
+        self.books = [
+            _Book(ctx.reader(f"orders.{s.name}"),
+                  Outbox(ctx.writer(f"reports.{s.name}", strategy_agent(s.name)), self.encode,
+                         deadline_ns, self.c_reports_out, self._overdue),
+                  len(cfg.instruments))
+            for s in cfg.strategies
+        ]
+
+    def sleep_for(self) -> float | None:
+        wait = super().sleep_for()
+        due = self.venue.next_due_ns()
+        if wait == 0.0 or due is None:
+            return wait
+        return max(0.0, (due - time.monotonic_ns()) / 1e9)  # wake for the next fill
 
     def do_work(self) -> int:
         work = 0
@@ -80,6 +86,12 @@ class Executor(Agent):
             elif ev.kind == ControlKind.RESUME:
                 self.paused = False
             self.c_paused.set(int(self.paused))
+        for i, book in enumerate(self.books):
+            if book.outbox:
+                work += book.outbox.flush()  # reports that waited for room go first
+            if not book.outbox and not book.orders_ended:
+                work += self._take_orders(i, book)
+        # fills now due, those of the orders just taken included (a zero-latency venue)
         for owner, order, qty, price in self.venue.poll(time.monotonic_ns()):
             book = self.books[owner]
             book.position[order.instrument] += order.side * qty
@@ -89,13 +101,11 @@ class Executor(Agent):
             work += 1
         waiting = 0
         for i, book in enumerate(self.books):
-            if book.waiting:
-                work += self._send(book)
-            if not book.waiting and not book.orders_ended:
-                work += self._take_orders(i, book)
+            if book.outbox:
+                book.outbox.flush()
             if book.orders_ended and not book.reports_ended:
                 work += self._end(i, book)
-            waiting += len(book.waiting)
+            waiting += len(book.outbox)
         self.c_reports_waiting.set(waiting)
         if all(b.reports_ended for b in self.books):
             self.done = True
@@ -133,7 +143,6 @@ class Executor(Agent):
             self.c_acks.add()
         r.commit(taken)
         self.c_orders_in.add(taken - (1 if book.orders_ended else 0))
-        self._send(book)
         return taken
 
     def _check(self, book: _Book, o) -> int:
@@ -151,34 +160,17 @@ class Executor(Agent):
         return RejectReason.NONE
 
     def _report(self, book: _Book, order, kind, qty, price, reason=0) -> None:
-        book.waiting.append(OrderReport(0, order.t_ingest, order.order_id, kind,
-                                        order.instrument, order.side, qty, price, reason))
+        book.outbox.add(OrderReport(0, order.t_ingest, order.order_id, kind, order.instrument,
+                                    order.side, qty, price, reason))
 
-    def _send(self, book: _Book) -> int:
-        w = book.reports
-        waiting = book.waiting
-        n = w.claim(len(waiting))
-        for _ in range(n):
-            rep = waiting.popleft()
-            rep.seq = w.position
-            w.put(0, rep.t_ingest, self.encode(rep))
-        if n:
-            w.publish()
-            self.c_reports_out.add(n)
-        if not waiting:
-            book.waiting_since = 0
-        elif not book.waiting_since or n:
-            book.waiting_since = time.monotonic_ns()
-        elif self.deadline_ns and time.monotonic_ns() - book.waiting_since > self.deadline_ns:
-            if not self.paused:
-                self.c_alarms.add()
-                print(f"hftd[{self.ctx.instance}] executor: ALARM: {len(waiting)} reports blocked "
-                      f"for more than {self.deadline_ns / 1e6:g} ms on a full reports ring; kill "
-                      f"switch on", file=sys.stderr, flush=True)
-            self.paused = True
-            self.c_paused.set(1)
-            book.waiting_since = time.monotonic_ns()
-        return n
+    def _overdue(self, n: int) -> None:
+        if not self.paused:
+            self.c_alarms.add()
+            print(f"hftd[{self.ctx.instance}] executor: ALARM: {n} reports blocked for more than "
+                  f"{self.books[0].outbox.deadline_ns / 1e6:g} ms on a full reports ring; kill "
+                  f"switch on", file=sys.stderr, flush=True)
+        self.paused = True
+        self.c_paused.set(1)
 
     def _end(self, owner: int, book: _Book) -> int:
         """After the strategy's SHUTDOWN: finish due fills, cancel resting orders, then end
@@ -189,10 +181,10 @@ class Executor(Agent):
             book.working[order.instrument] -= order.side * order.qty
             self._report(book, order, ReportKind.CANCELED, order.qty, 0)
             self.c_canceled.add()
-        if book.waiting:
-            self._send(book)
+        if book.outbox:
+            book.outbox.flush()
             return 0
-        if end_of_stream(book.reports):
+        if end_of_stream(book.outbox.writer):
             book.reports_ended = True
             return 1
         return 0

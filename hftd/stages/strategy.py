@@ -15,14 +15,13 @@ from __future__ import annotations
 import importlib
 import sys
 import time
-from collections import deque
 
 from ..agent import Agent
 from ..events import (Codec, Control, ControlKind, OrderRequest, OrderReport, ReportKind,
                       ReportStream, Tick, TickStream)
 from ..stats import COUNTER, GAUGE, Schema
 from ..strategies.base import Strategy, StrategyApi
-from .common import end_of_stream, read_control
+from .common import Outbox, end_of_stream, read_control
 
 
 def load_strategy_class(path: str) -> type[Strategy]:
@@ -61,15 +60,12 @@ class StrategyStage(Agent):
         self.batch_min = scfg.batch_min
         self.batch_span = scfg.batch - scfg.batch_min
         self.capacity = self.ticks.ring.capacity
-        self.deadline_ns = int(cfg.rings.orders.block_deadline_ms * 1e6)
-        self.waiting_since = 0
         self.check_seq = len(cfg.routes(scfg)) == len(cfg.instruments)
         self.decode_tick = Codec(TickStream).decode
         self.decode_report = Codec(ReportStream).decode
         self.encode_order = Codec(OrderRequest).encode
         self.api = StrategyApi(cfg.symbols(), self._submit)
         self.strategy = load_strategy_class(scfg.class_)(self.api, scfg.params)
-        self.waiting: deque[OrderRequest] = deque()
         self.next_order_id = 1
         self.current_t_ingest = 0
         self.expect_seq = -1
@@ -79,6 +75,9 @@ class StrategyStage(Agent):
         for name, _ in self.schema(cfg).values:
             setattr(self, "c_" + name, st.value(name))
         self.latency = ctx.histogram("stage")
+        self.outbox = Outbox(self.orders, self.encode_order,
+                             int(cfg.rings.orders.block_deadline_ms * 1e6), self.c_orders_out,
+                             self._overdue)
 
     def on_start(self) -> None:
         self.strategy.on_start()
@@ -91,38 +90,13 @@ class StrategyStage(Agent):
             return 0
         oid = self.next_order_id
         self.next_order_id = oid + 1
-        order = OrderRequest(0, self.current_t_ingest, oid, instrument, side, qty, price, ref_price)
-        w = self.orders
-        if not self.waiting and w.claim(1):
-            # out at once, mid-batch: an order never waits for the rest of its tick batch
-            order.seq = w.position
-            w.put(0, order.t_ingest, self.encode_order(order))
-            w.publish()
-            self.c_orders_out.add()
-        else:
-            self.waiting.append(order)
+        self.outbox.send(OrderRequest(0, self.current_t_ingest, oid, instrument, side, qty, price,
+                                      ref_price))
         return oid
 
-    def _send_waiting(self) -> int:
-        w = self.orders
-        waiting = self.waiting
-        n = w.claim(len(waiting))
-        for _ in range(n):
-            o = waiting.popleft()
-            o.seq = w.position
-            w.put(0, o.t_ingest, self.encode_order(o))
-        if n:
-            w.publish()
-            self.c_orders_out.add(n)
-        self.c_orders_waiting.set(len(waiting))
-        if not waiting:
-            self.waiting_since = 0
-        elif not self.waiting_since or n:
-            self.waiting_since = time.monotonic_ns()
-        elif self.deadline_ns and time.monotonic_ns() - self.waiting_since > self.deadline_ns:
-            self._alarm(f"{len(waiting)} orders blocked for more than "
-                        f"{self.deadline_ns / 1e6:g} ms on a full orders ring")
-        return n
+    def _overdue(self, n: int) -> None:
+        self._alarm(f"{n} orders blocked for more than {self.outbox.deadline_ns / 1e6:g} ms on a "
+                    f"full orders ring")
 
     def _alarm(self, why: str) -> None:
         """Trip the kill switch: no new orders until RESUME. The supervisor sees the alarm
@@ -133,7 +107,6 @@ class StrategyStage(Agent):
                   file=sys.stderr, flush=True)
         self.api.paused = True
         self.c_paused.set(1)
-        self.waiting_since = time.monotonic_ns()
 
     def do_work(self) -> int:
         work = 0
@@ -146,9 +119,10 @@ class StrategyStage(Agent):
                 self.api.paused = False
             self.c_paused.set(int(self.api.paused))
         work += self._take_reports()
-        if self.waiting:
-            work += self._send_waiting()
-            if self.waiting:
+        if self.outbox:
+            work += self.outbox.flush()
+            self.c_orders_waiting.set(len(self.outbox))
+            if self.outbox:
                 return work
         if self.ticks_ended:
             if not self.orders_ended and end_of_stream(self.orders):
@@ -230,6 +204,7 @@ class StrategyStage(Agent):
         r.commit(taken)
         if self.ticks_ended:
             self.strategy.on_stop()
-        if self.waiting:
-            self._send_waiting()
+        if self.outbox:
+            self.outbox.flush()
+            self.c_orders_waiting.set(len(self.outbox))
         return taken

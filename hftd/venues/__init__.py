@@ -2,6 +2,7 @@
 
 A venue has ``submit(order, owner, now_ns) -> (kind, reason)`` (accept = ACK, or REJECT with
 a reason), ``poll(now_ns) -> [(owner, order, fill_qty, fill_price)]`` for fills now due,
+``next_due_ns() -> int | None`` (so the executor parks no longer than that),
 ``pending(owner) -> int`` and ``cancel_all(owner) -> [order]`` for the end of a stream.
 """
 

@@ -39,6 +39,10 @@ class SimVenue:
             out.append((owner, order, order.qty, order.ref_price))
         return out
 
+    def next_due_ns(self) -> int | None:
+        """When the next fill falls due (None: nothing pending)."""
+        return self.due[0][0] if self.due else None
+
     def pending(self, owner: int) -> int:
         return self.counts.get(owner, 0) - len(self.resting.get(owner, ()))
 
