@@ -169,3 +169,23 @@ def _run_script(r, cap, script):
                 model.popleft()
         assert r.occupancy() == len(model)
         assert r.published - r.consumed == len(model)
+
+
+@pytest.mark.parametrize("stamps", [[5] * 40, [1] * 10 + [2] * 20 + [3] * 30, list(range(100)),
+                                    [7] * 3])
+def test_record_ages_counts_every_event_at_its_own_age(make_ring, stamps):
+    from hftd import histogram
+
+    r = make_ring(capacity=64)
+    w = RingWriter(r)
+    w.put_many(np.zeros(20, np.int32), 0, [b"x"] * 20)  # move the cursors so the batch wraps
+    w.publish()
+    rd = RingReader(r)
+    rd.commit(20)
+    n = min(len(stamps), 44)
+    w.put_many(np.zeros(n, np.int32), np.array(stamps[:n]), [b"y"] * n)
+    w.publish()
+    h = histogram.Histogram(np.zeros(histogram.WORDS, np.int64))
+    rd.record_ages(h, 1000, n)
+    snap = h.snapshot()
+    assert snap.count == n and snap.sum == sum(1000 - s for s in stamps[:n])
