@@ -109,11 +109,14 @@ def pin(cpus) -> None:
         os.sched_setaffinity(0, set(cpus))
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel for SIGTERM when the supervisor dies, so no agent is orphaned."""
+def _prepare_process() -> None:
+    """Ask the kernel for SIGTERM when the supervisor dies, so no agent is orphaned; and for
+    1 us of timer slack instead of 50 us, so a timed park (a paced producer waiting for its
+    next tick) ends when asked."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(29, 1000)  # PR_SET_TIMERSLACK, ns
     except (OSError, AttributeError):
         pass
 
@@ -162,7 +165,7 @@ def main(role: str, name: str | None, instance: str, runtime_dir: str) -> int:
     """Entry point of an agent process (`hftd agent ROLE --instance NAME`)."""
     from .stages import ROLES
 
-    _die_with_parent()
+    _prepare_process()
     with open(spec_path(runtime_dir, instance), "rb") as f:
         import msgspec
 

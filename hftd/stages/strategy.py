@@ -173,13 +173,10 @@ class StrategyStage(Agent):
         gaps = 0
         taken = 0
         for ev in evs:
-            if ev.__class__ is not Tick:
-                if ev.kind == ControlKind.SHUTDOWN:
-                    taken += 1
-                    self.ticks_ended = True
-                    break
+            if ev.__class__ is not Tick:  # the end of the stream: the dispatcher passes no other
                 taken += 1
-                continue
+                self.ticks_ended = True
+                break
             if check:
                 if ev.seq != expect and expect >= 0:
                     gaps += 1
