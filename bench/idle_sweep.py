@@ -23,6 +23,7 @@ PIN = ('[producer]\ncpus = [{0}]\n[dispatcher]\ncpus = [{1}]\n[[strategies]]\nna
 VARIANTS = {
     "backoff (default)": "",
     "blocking": '[idle]\nstrategy = "blocking"\n',
+    "backoff spins=2": '[idle]\nspins = 2\nyields = 0\n',
     "backoff spins=50": '[idle]\nspins = 50\nyields = 0\n',
     "backoff yields=100": '[idle]\nspins = 0\nyields = 100\n',
     "yield": '[idle]\nstrategy = "yield"\n',

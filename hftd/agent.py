@@ -145,7 +145,7 @@ def run(agent: Agent, ctx: AgentContext) -> None:
         work = do_work()
         idle(work)
         beat += 1
-        if work == 0 or beat >= 64:
+        if beat >= 64:  # a park lasts at most park_us: a beat at least every 64 of those
             heartbeat(now())
             beat = 0
         if signalled:

@@ -56,11 +56,12 @@ class Doorbell:
             for r in self.readers:
                 r.set_asleep(False)
         # swallow posts that piled up while we were waking, so the next park really parks
-        try:
-            while True:
-                self.semaphore.acquire(0)
-        except posix_ipc.BusyError:
-            pass
+        sem = self.semaphore
+        while sem.value > 0:
+            try:
+                sem.acquire(0)
+            except posix_ipc.BusyError:
+                break
 
 
 class BusySpin:
@@ -80,6 +81,7 @@ class Yield:
 
 class Backoff:
     name = "backoff"
+    PARK_AT_ONCE_S = 20e-6
 
     def __init__(self, parker, sleep_for, spins: int = 200, yields: int = 50):
         self.parker = parker
@@ -93,6 +95,14 @@ class Backoff:
             self.empty = 0
             return
         self.empty += 1
+        if self.empty == 1:
+            # an agent whose next work is due later by the clock (a paced producer) parks
+            # until then at once: spinning towards a known time only burns a core
+            t = self.sleep_for()
+            if t is not None and t > self.PARK_AT_ONCE_S:
+                self.empty = self.yields
+                self.parker.park(self.sleep_for)
+                return
         if self.empty <= self.spins:
             return
         if self.empty <= self.yields:
