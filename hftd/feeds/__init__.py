@@ -2,7 +2,8 @@
 
 A feed has one method, ``poll(max_n, now_ns) -> FeedBatch | None`` (None: nothing due now),
 and one property, ``exhausted`` (the source has ended: the producer then ends its stream).
-Columns rather than objects, so the producer can validate a batch with numpy.
+Columns rather than objects, so the producer can validate a batch with numpy; a poll of a
+few ticks may return Python lists instead of arrays (numpy's per-call cost would dominate).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 @dataclass
 class FeedBatch:
-    instrument: np.ndarray  # int32 instrument ids (index into config's instruments)
+    instrument: np.ndarray  # int32 instrument ids (index into config's instruments); or lists
     price: np.ndarray  # int64 price in ticks
     qty: np.ndarray  # int64
     t_exchange: np.ndarray  # int64 ns since the epoch (0 = unknown)
@@ -34,3 +35,8 @@ def make(cfg):
 
         return SyntheticFeed(cfg.producer.synthetic, len(cfg.instruments))
     raise ValueError(f"producer.feed: unknown feed {cfg.producer.feed!r}")
+
+
+def column(x) -> list:
+    """A FeedBatch column as a list of Python ints, whichever form it has."""
+    return x.tolist() if isinstance(x, np.ndarray) else x

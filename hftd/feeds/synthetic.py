@@ -77,9 +77,12 @@ class SyntheticFeed:
             self._at += k
             left -= k
         self.emitted += n
-        inst, price, qty = (parts[0] if len(parts) == 1 else
-                            [np.concatenate(c) for c in zip(*parts)])
-        return FeedBatch(inst, price, qty, np.full(n, time.time_ns(), dtype=np.int64))
+        if len(parts) == 1 and n <= SMALL:  # a few ticks stay Python lists: no numpy call
+            inst, price, qty = parts[0]
+            return FeedBatch(inst, price, qty, [time.time_ns()] * n)
+        inst, price, qty = [np.concatenate([np.asarray(x) for x in c]) for c in zip(*parts)]
+        return FeedBatch(inst.astype(np.int32), price.astype(np.int64), qty.astype(np.int64),
+                         np.full(n, time.time_ns(), dtype=np.int64))
 
     def _many(self, k: int):
         a = self._at
@@ -107,5 +110,4 @@ class SyntheticFeed:
             p = int(walk[i]) + s
             walk[i] = p
             price.append(p if p > 1 else 1)
-        return (np.array(inst, np.int32), np.array(price, np.int64),
-                np.array(self.qty_l[a: a + k], np.int64))
+        return inst, price, self.qty_l[a: a + k]
