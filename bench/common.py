@@ -21,6 +21,7 @@ import numpy as np
 
 from hftd.config import SyntheticFeedConfig
 from hftd.events import OrderReport, OrderRequest, ReportKind, Tick
+from hftd.feeds import column
 from hftd.feeds.synthetic import SyntheticFeed
 from hftd.strategies.base import StrategyApi
 from hftd.strategies.momentum import Momentum
@@ -59,8 +60,8 @@ class TickSource:
         t = time.monotonic_ns()
         s = self.seq
         out = [Tick(s + k, t, i, p, q, x) for k, (i, p, q, x) in
-               enumerate(zip(b.instrument.tolist(), b.price.tolist(), b.qty.tolist(),
-                             b.t_exchange.tolist()))]
+               enumerate(zip(column(b.instrument), column(b.price), column(b.qty),
+                             column(b.t_exchange)))]
         self.seq = s + len(out)
         return out
 
