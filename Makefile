@@ -1,4 +1,5 @@
-# `make run` and `make test` create or refresh the virtualenv themselves.
+# `make run` and `make test` create or refresh the virtualenv themselves (with the test and
+# bench extras: the suite smoke-tests the benchmark's baselines too).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -6,10 +7,10 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test venv bench bench-quick install-systemd clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -20,15 +21,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[test,bench]'
-	touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)        # the full suite, <= 15 minutes; results in bench/results/
+bench: $(STAMP)        # the full suite, <= 15 minutes; results in bench/results/
 	$(BIN)/python -m bench.run
 
-bench-quick: $(BENCH_STAMP)  # a short version, <= 2 minutes
+bench-quick: $(STAMP)  # a short version, <= 2 minutes
 	$(BIN)/python -m bench.run --quick
 
 install-systemd:
