@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 
@@ -125,3 +126,20 @@ def write_result(path: str, *, sent: int, delivered: int, t2t_ns, active_s: floa
            "t2t_us": percentiles_us(t2t_ns), **extra}
     with open(path, "w") as f:
         json.dump(res, f, indent=2)
+
+
+def cli(run, doc: str, dropped_counted: bool, argv=None) -> None:
+    """The command line every baseline shares: ``--rate R --ticks N --out FILE``.
+    `run(rate, ticks)` returns a dict with sent, delivered, t2t (ns samples), t_first,
+    t_last (monotonic ns), orders, reports and, where the design counts them, dropped."""
+    ap = argparse.ArgumentParser(description=doc)
+    ap.add_argument("--rate", type=float, default=0, help="ticks/s, 0 = as fast as possible")
+    ap.add_argument("--ticks", type=int, required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    r = run(a.rate, a.ticks)
+    write_result(a.out, sent=r.get("sent", 0), delivered=r.get("delivered", 0),
+                 t2t_ns=r.get("t2t", []),
+                 active_s=max(r.get("t_last", 0) - r.get("t_first", 0), 0) / 1e9,
+                 dropped=r.get("dropped", 0) if dropped_counted else None,
+                 orders=r.get("orders", 0), reports=r.get("reports", 0))

@@ -7,7 +7,6 @@ producer -> FIFO (deque of 1,000 events; the producer waits while it is 80 % ful
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import time
@@ -15,7 +14,7 @@ from collections import deque
 
 from hftd.events import Tick
 
-from bench.common import N_INSTRUMENTS, StrategyHost, TickSource, fill_for, write_result
+from bench.common import N_INSTRUMENTS, StrategyHost, TickSource, cli, fill_for
 
 FIFO_CAP = 1000
 HIGH_WATER = FIFO_CAP * 8 // 10  # the producer waits while the FIFO holds this many
@@ -34,6 +33,10 @@ class Stats:
 
     def __init__(self):
         self.t2t: list[int] = []
+
+    def result(self) -> dict:
+        return {k: getattr(self, k) for k in ("sent", "dropped", "delivered", "orders", "reports",
+                                              "t_first", "t_last", "t2t")}
 
 
 async def recv(q: asyncio.Queue, on_timeout=EOS):
@@ -138,15 +141,7 @@ async def run(rate: float, ticks: int) -> Stats:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rate", type=float, default=0, help="ticks/s, 0 = as fast as possible")
-    ap.add_argument("--ticks", type=int, required=True)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args(argv)
-    st = asyncio.run(run(a.rate, a.ticks))
-    write_result(a.out, sent=st.sent, delivered=st.delivered, t2t_ns=st.t2t,
-                 active_s=max(st.t_last - st.t_first, 0) / 1e9, dropped=st.dropped,
-                 orders=st.orders, reports=st.reports)
+    cli(lambda rate, ticks: asyncio.run(run(rate, ticks)).result(), __doc__, True, argv)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ sender: no loss), orders and reports are unbounded. A None item is the end of st
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import queue
 import time
 
-from bench.common import (N_INSTRUMENTS, StrategyHost, TickSource, encode, fill_for,
-                          order_decoder, report_decoder, tick_decoder, write_result)
+from bench.common import (N_INSTRUMENTS, StrategyHost, TickSource, cli, encode, fill_for,
+                          order_decoder, report_decoder, tick_decoder)
 
 QUEUE_CAP = 1000
 FEED_BATCH = 100  # most ticks taken from the feed per poll (each is put on its own)
@@ -132,16 +131,7 @@ def run(rate: float, ticks: int) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rate", type=float, default=0, help="ticks/s, 0 = as fast as possible")
-    ap.add_argument("--ticks", type=int, required=True)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args(argv)
-    r = run(a.rate, a.ticks)
-    write_result(a.out, sent=r.get("sent", 0), delivered=r.get("delivered", 0),
-                 t2t_ns=r.get("t2t", []),
-                 active_s=max(r.get("t_last", 0) - r.get("t_first", 0), 0) / 1e9,
-                 dropped=0, orders=r.get("orders", 0), reports=r.get("reports", 0))
+    cli(run, __doc__, True, argv)  # lossless by design: dropped = 0
 
 
 if __name__ == "__main__":

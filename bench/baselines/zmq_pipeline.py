@@ -10,7 +10,6 @@ the strategy also bounces a warm-up order off the executor before it says it is 
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import os
 import queue
@@ -23,8 +22,8 @@ try:
 except ImportError:  # pragma: no cover
     raise SystemExit("zmq_pipeline needs pyzmq: pip install -e '.[bench]'") from None
 
-from bench.common import (N_INSTRUMENTS, StrategyHost, TickSource, encode, fill_for,
-                          order_decoder, report_decoder, tick_decoder, write_result)
+from bench.common import (N_INSTRUMENTS, StrategyHost, TickSource, cli, encode, fill_for,
+                          order_decoder, report_decoder, tick_decoder)
 
 FEED_BATCH = 100  # most ticks taken from the feed per poll (each is sent on its own)
 RECV_BATCH = 100  # most ticks the strategy takes per poll before it looks at reports again
@@ -260,16 +259,7 @@ def run(rate: float, ticks: int) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rate", type=float, default=0, help="ticks/s, 0 = as fast as possible")
-    ap.add_argument("--ticks", type=int, required=True)
-    ap.add_argument("--out", required=True)
-    a = ap.parse_args(argv)
-    r = run(a.rate, a.ticks)
-    write_result(a.out, sent=r.get("sent", 0), delivered=r.get("delivered", 0),
-                 t2t_ns=r.get("t2t", []),
-                 active_s=max(r.get("t_last", 0) - r.get("t_first", 0), 0) / 1e9,
-                 dropped=None, orders=r.get("orders", 0), reports=r.get("reports", 0))
+    cli(run, __doc__, False, argv)  # PUB/SUB drops silently: uncounted
 
 
 if __name__ == "__main__":
