@@ -199,6 +199,8 @@ def test_prometheus_scrapes_hftd_and_agrees_with_its_report(tmp_path):
         bounds = [0.0] + [b * 1e6 for b in LATENCY_BUCKETS_S]
         hi = next(b for b in bounds if b >= ours["p99"])
         lo = bounds[bounds.index(hi) - 1]
+        print(f"\nPrometheus histogram_quantile(0.99) {theirs_us:.1f} us, hftd's own p99 "
+              f"{ours['p99']:.1f} us, Prometheus bucket ({lo:g}, {hi:g}] us")
         assert abs(theirs_us - ours["p99"]) <= hi - lo, (theirs_us, ours["p99"], lo, hi)
     finally:
         if pp is not None:
