@@ -36,6 +36,7 @@ class ControlKind(enum.IntEnum):
     RESUME = 2
     SHUTDOWN = 3  # end of stream: drain, pass it on, stop
     RELOAD = 4
+    START = 5  # the whole pipeline is up: the producer may begin taking ticks
 
 
 class RejectReason(enum.IntEnum):

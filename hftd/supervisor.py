@@ -43,6 +43,7 @@ class _Agent:
         self.block: stats.StatsBlock | None = None
         self.restarts = 0
         self.finished = False  # exited 0 after passing on its end of stream
+        self.told_to_start = False  # (producer) START sent since it was last spawned
 
 
 class Supervisor:
@@ -203,6 +204,7 @@ class Supervisor:
         # drains the pipeline in order instead of every agent stopping at once
         a.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0)
         a.finished = False
+        a.told_to_start = False
 
     def _start_all(self) -> bool:
         """Start every agent and wait until all run; False if asked to stop meanwhile."""
@@ -225,6 +227,7 @@ class Supervisor:
                 self.log("stop requested while starting")
                 return False
             time.sleep(0.01)
+        self._start_producer()
         pids = " ".join(f"{a.name}={a.proc.pid}" for a in self.agents)
         self.log(f"pipeline up: {pids}")
         self.notifier.ready(f"running: {pids}")
@@ -302,6 +305,18 @@ class Supervisor:
                 a.proc.wait()
                 self._restart(a, "hung")
 
+    def _start_producer(self) -> None:
+        """START to the producer once it runs (again): it takes no tick before the whole
+        pipeline is up, so no tick waits for an agent that is still starting."""
+        p = self.agents[0]
+        if p.told_to_start or p.block.state != stats.RUNNING:
+            return
+        now = time.monotonic_ns()
+        w = self.control[p.name]
+        if w.offer(-1, now, self._control_codec.encode(Control(w.position, now,
+                                                               ControlKind.START))):
+            p.told_to_start = True
+
     def _healthy(self) -> bool:
         """Every agent finished its stream, or runs with a fresh heartbeat."""
         now = time.monotonic_ns()
@@ -334,6 +349,7 @@ class Supervisor:
                 self.log(f"duration of {self.duration:g} s reached: draining")
                 return 0
             self._check_agents()
+            self._start_producer()
             self._check_alarms()
             if all(a.finished for a in self.agents):
                 self.log("every agent finished its stream")

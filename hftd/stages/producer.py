@@ -7,8 +7,10 @@ producer takes from the feed only what fits; with `conflate` or `drop` it keeps 
 (live data does not wait) and conflates or drops what does not fit, counting every tick:
 received = published + conflated + dropped + rejected (+ conflated ticks still waiting).
 
-On SIGTERM or a SHUTDOWN control event, or when the feed is exhausted, it publishes what it
-holds and ends its stream with a SHUTDOWN marker, which drains the pipeline behind it.
+It takes nothing from the feed until the supervisor's START control event says the whole
+pipeline is up (ticks taken earlier would wait for agents still starting). On SIGTERM or a
+SHUTDOWN control event, or when the feed is exhausted, it publishes what it holds and ends
+its stream with a SHUTDOWN marker, which drains the pipeline behind it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Producer(Agent):
         self.rejected_by = [s.value(f"rejected_{r}") for r in REJECT_REASONS]
         self.latency = ctx.histogram("stage")
         self.ending = False
+        self.started = False
 
     def on_signal(self) -> None:
         self.ending = True
@@ -66,6 +69,8 @@ class Producer(Agent):
     def sleep_for(self) -> float | None:
         if self.control.available() > 0 or self.ending or self.feed.exhausted:
             return 0.0
+        if not self.started:
+            return None  # until the supervisor rings
         if self.flow.pending and not self.flow.on:
             return 0.0
         wait = self.feed.next_due_s(time.monotonic_ns())
@@ -78,6 +83,10 @@ class Producer(Agent):
         for ev in read_control(self.control):
             if ev.kind == ControlKind.SHUTDOWN:
                 self.ending = True
+            elif ev.kind == ControlKind.START:
+                self.started = True
+        if not (self.started or self.ending):
+            return 0
         flow = self.flow
         if self.ending or self.feed.exhausted:
             if flow.pending and self._flush_conflated() and flow.pending:
