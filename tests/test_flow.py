@@ -326,10 +326,8 @@ params = {{ sleep_us = 1000, out = "{tmp_path}/slow.json" }}
     assert fast["dropped"] == fast["conflated"] == 0
     assert fast["delivered"] == fast["routed"]  # everything routed to it, nothing lost
     assert slow["dropped"] > 0
-    # the fast one kept pace with the feed: it got its last tick within ~the feed's duration
-    f = rep["stages"]["strategy.fast"]["values"]
-    elapsed = (f["last_tick_ns"] - rep["stages"]["producer"]["values"]["first_ingest_ns"]) / 1e9
-    assert elapsed < 40000 / 20000 * 1.5
+    # the fast one kept pace: its ring never backed up while the slow one's did
+    assert fast["backpressure_episodes"] == 0 and slow["backpressure_episodes"] >= 1
     rec = json.loads((tmp_path / "fast.json").read_text())
     assert rec["n"] == fast["routed"]
 
