@@ -15,6 +15,8 @@ import signal
 import sys
 import time
 
+import msgspec
+
 from . import config as config_mod
 from . import idle as idle_mod
 from . import shm, stats, topology
@@ -167,8 +169,6 @@ def main(role: str, name: str | None, instance: str, runtime_dir: str) -> int:
 
     _prepare_process()
     with open(spec_path(runtime_dir, instance), "rb") as f:
-        import msgspec
-
         cfg = config_mod.from_dict(msgspec.json.decode(f.read()), "agent spec")
     agent_name = topology.strategy_agent(name) if role == "strategy" else role
     spec = {a.name: a for a in topology.agents(cfg)}.get(agent_name)

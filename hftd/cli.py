@@ -171,17 +171,15 @@ def top(config_path, instance, interval, iterations):
 
     view = _view(config_path, instance)
     n = 0
+    last = None  # rates come from refresh to refresh: none on the first
     try:
         with KeyReader() as keys:
             while True:
                 try:
-                    st = view.status(rate_window_s=0)  # rates come from refresh to refresh
+                    st = view.status(rate_window_s=0, since=last)
+                    last = view.sample()
                 except FileNotFoundError:
                     raise NotRunning("the instance stopped")
-                now_counts = view._counts()
-                if n:
-                    st["rates_per_s"] = {k: (now_counts[k] - last[k]) / interval for k in now_counts}
-                last = now_counts
                 click.echo("\x1b[H\x1b[2J" + render(st) + "\n\n(q or Ctrl-C to quit)", nl=True)
                 n += 1
                 if iterations and n >= iterations:

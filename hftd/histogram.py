@@ -85,16 +85,13 @@ class Histogram:
         """Record `n` samples of the same value `v` (a batch that shares one t_ingest)."""
         if n <= 0:
             return
-        q = self._q
-        b = self._base
         if v > MAX_VALUE_NS:
             v = MAX_VALUE_NS
         elif v < 0:
             v = 0
-        e = v.bit_length() - SUB_BITS
-        if e < 0:
-            e = 0
-        q[b + HEAD_WORDS + (e << (SUB_BITS - 1)) + (v >> e)] += n
+        q = self._q
+        b = self._base
+        q[b + HEAD_WORDS + bucket_of(v)] += n
         q[b + W_SUM] += v * n
         if v > q[b + W_MAX]:
             q[b + W_MAX] = v

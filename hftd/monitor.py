@@ -91,7 +91,7 @@ class InstanceView:
         """Per agent: pid, state, up (running with a fresh heartbeat), heartbeat age, restarts,
         CPU seconds and RSS of its process."""
         now = time.monotonic_ns()
-        limit = self.cfg.supervisor.heartbeat_timeout_s
+        limit = int(self.cfg.supervisor.heartbeat_timeout_s * 1e9)
         out = {}
         for a in self.agents:
             b = self.blocks[a.name]
@@ -109,7 +109,7 @@ class InstanceView:
             state = stats.STATE_NAMES.get(b.state, "unknown")
             out[a.name] = {
                 "role": a.role, "pid": pid, "state": state,
-                "up": bool(alive and b.state == stats.RUNNING and age is not None and age < limit),
+                "up": bool(alive and b.fresh(now, limit)),
                 "heartbeat_age_s": age, "restarts": int(b.header[stats.H_RESTARTS]),
                 "cpu_seconds": cpu, "rss_bytes": rss, "cpus": list(a.cpus),
             }
@@ -119,27 +119,31 @@ class InstanceView:
         agents = {a.name: (a.role, self.blocks[a.name].snapshot()) for a in self.agents}
         return report_mod.build(agents, self.ring_states(), wall_time_s)
 
-    def status(self, rate_window_s: float = 0.5) -> dict:
+    def status(self, rate_window_s: float = 0.5, since: tuple | None = None) -> dict:
         """Everything `hftd status --json` prints: the report's figures, agent health, and
-        rates over `rate_window_s`."""
-        before = self._counts()
-        t0 = time.monotonic()
-        if rate_window_s > 0:
+        rates since the `sample()` `since` (or over `rate_window_s`; none if both are 0)."""
+        if since is None and rate_window_s > 0:
+            since = self.sample()
             time.sleep(rate_window_s)
-        after = self._counts()
-        dt = max(time.monotonic() - t0, 1e-9)
         rep = self.report()
         rep["instance"] = self.cfg.instance
         rep["agents"] = self.agent_health()
-        rep["rates_per_s"] = {k: (after[k] - before[k]) / dt for k in after} if rate_window_s > 0 else {}
+        rep["rates_per_s"] = self.rates(since, self.sample()) if since else {}
         rep["trading_paused"] = bool(self.blocks["executor"].get("paused"))
         return rep
 
-    def _counts(self) -> dict:
+    def sample(self) -> tuple[float, dict]:
+        """(monotonic time, the counts rates are made of)."""
         strategies = [a.name for a in self.agents if a.role == "strategy"]
-        return {
+        return time.monotonic(), {
             "ticks_received": self.blocks["producer"].get("received"),
             "ticks_delivered": sum(self.blocks[s].get("ticks_in") for s in strategies),
             "orders": sum(self.blocks[s].get("orders_out") for s in strategies),
             "fills": self.blocks["executor"].get("fills"),
         }
+
+    @staticmethod
+    def rates(before: tuple, after: tuple) -> dict:
+        """Per-second rates between two `sample()`s."""
+        dt = max(after[0] - before[0], 1e-9)
+        return {k: (after[1][k] - before[1][k]) / dt for k in after[1]}

@@ -22,7 +22,7 @@ def latency_us(h) -> dict:
     for k, v in s.items():
         if k == "count":
             continue
-        out[k] = None if (v is None or (isinstance(v, float) and math.isnan(v))) else round(v / 1e3, 3)
+        out[k] = None if math.isnan(v) else round(v / 1e3, 3)
     return out
 
 

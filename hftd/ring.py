@@ -194,6 +194,11 @@ class RingWriter:
         self._cached_read = ring.q_header[H_READ]
         self._doorbell = doorbell
 
+    def _too_large(self, n: int) -> PayloadTooLarge:
+        r = self.ring
+        return PayloadTooLarge(
+            f"payload of {n} bytes does not fit ring {r.name}'s {r.slot_size}-byte slots")
+
     def free(self) -> int:
         """Free slots, refreshing the cached read cursor (one shared load)."""
         self._cached_read = cached = self._h[H_READ]
@@ -215,9 +220,7 @@ class RingWriter:
         r = self.ring
         n = len(payload)
         if n > r.slot_size:
-            raise PayloadTooLarge(
-                f"payload of {n} bytes does not fit ring {r.name}'s {r.slot_size}-byte slots"
-            )
+            raise self._too_large(n)
         p = self.position
         i = p & r.mask
         o = i * r.slot_size
@@ -247,9 +250,7 @@ class RingWriter:
         for payload in payloads:
             m = len(payload)
             if m > ss:
-                raise PayloadTooLarge(
-                    f"payload of {m} bytes does not fit ring {r.name}'s {ss}-byte slots"
-                )
+                raise self._too_large(m)
             i = p & mask
             o = i * ss
             data[o : o + m] = payload
@@ -287,9 +288,7 @@ class RingWriter:
         i = position & src.mask
         n = src.i_length[i]
         if n > r.slot_size:
-            raise PayloadTooLarge(
-                f"payload of {n} bytes does not fit ring {r.name}'s {r.slot_size}-byte slots"
-            )
+            raise self._too_large(n)
         o = i * src.slot_size
         p = self.position
         j = p & r.mask

@@ -140,6 +140,10 @@ class StatsBlock:
     def heartbeat_ns(self) -> int:
         return self.q_header[H_HEARTBEAT]
 
+    def fresh(self, now_ns: int, limit_ns: int) -> bool:
+        """Running, with a heartbeat younger than `limit_ns`."""
+        return self.q_header[H_STATE] == RUNNING and now_ns - self.q_header[H_HEARTBEAT] < limit_ns
+
     def get(self, name: str) -> int:
         return self.q_values[self.index[name]]
 

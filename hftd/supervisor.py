@@ -24,10 +24,11 @@ from . import config as config_mod
 from . import report as report_mod
 from . import control as control_mod
 from . import shm, stats, topology
-from .events import Codec, Control, ControlKind
+from .events import ControlKind
 from .monitor import InstanceView
 from .ring import Ring, RingWriter, require_supported_platform
 from .stages import ROLES
+from .stages.common import offer_control
 from .systemd import Notifier
 
 
@@ -47,8 +48,6 @@ class _Agent:
 
 
 class Supervisor:
-    _control_codec = Codec(Control)
-
     def __init__(self, cfg: config_mod.Config, duration: float | None = None,
                  report_path: str | None = None, out=sys.stderr):
         self.cfg = cfg
@@ -68,6 +67,7 @@ class Supervisor:
         self._lock_fd = None
         self.report: dict | None = None
         self.server: control_mod.Server | None = None
+        self.view: InstanceView | None = None
         self.metrics_server = None
         self.alarms_seen = 0
         self.paused = False
@@ -175,6 +175,7 @@ class Supervisor:
             a.block = stats.StatsBlock.create(blk, ROLES[a.spec.role].schema(self.cfg))
             self.created.append(("shm", blk))
             self.control[a.name] = RingWriter(self.rings[f"control.{a.name}"], self.bells[a.name])
+        self.view = InstanceView(self.cfg, {a.name: a.block for a in self.agents}, self.rings)
         spec = agent_mod.spec_path(self.runtime_dir, self.instance)
         fd = os.open(spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -239,9 +240,8 @@ class Supervisor:
         from .exporter import serve
 
         host, port = self.cfg.metrics.address()
-        view = InstanceView(self.cfg, {a.name: a.block for a in self.agents}, self.rings)
         try:
-            self.metrics_server, bound = serve(view, host, port)
+            self.metrics_server, bound = serve(self.view, host, port)
         except OSError as e:
             # trading does not depend on it: say so loudly and go on
             self.log(f"WARNING: cannot serve metrics on {self.cfg.metrics.listen} ({e.strerror}); "
@@ -263,13 +263,11 @@ class Supervisor:
 
     def _broadcast(self, kind: int) -> int:
         """A control event to every agent that trades: the strategies and the executor."""
-        now = time.monotonic_ns()
         sent = 0
         for a in self.agents:
             if a.spec.role not in ("strategy", "executor"):
                 continue
-            w = self.control[a.name]
-            if w.offer(-1, now, self._control_codec.encode(Control(w.position, now, kind))):
+            if offer_control(self.control[a.name], kind):
                 sent += 1
             else:
                 self.log(f"control ring of {a.name} is full: {ControlKind(kind).name} not sent")
@@ -298,7 +296,7 @@ class Supervisor:
                     a.finished = True
                     continue
                 self._restart(a, f"exited with code {rc}")
-            elif a.block.state == stats.RUNNING and now - a.block.heartbeat_ns > hb_limit:
+            elif a.block.state == stats.RUNNING and not a.block.fresh(now, hb_limit):
                 self.log(f"agent {a.name} (pid {a.proc.pid}) silent for "
                          f"{(now - a.block.heartbeat_ns) / 1e9:.1f} s: killing it")
                 a.proc.kill()
@@ -311,18 +309,15 @@ class Supervisor:
         p = self.agents[0]
         if p.told_to_start or p.block.state != stats.RUNNING:
             return
-        now = time.monotonic_ns()
-        w = self.control[p.name]
-        if w.offer(-1, now, self._control_codec.encode(Control(w.position, now,
-                                                               ControlKind.START))):
+        if offer_control(self.control[p.name], ControlKind.START):
             p.told_to_start = True
 
     def _healthy(self) -> bool:
         """Every agent finished its stream, or runs with a fresh heartbeat."""
         now = time.monotonic_ns()
         limit = int(self.cfg.supervisor.heartbeat_timeout_s * 1e9)
-        return all(a.finished or (a.proc.poll() is None and a.block.state == stats.RUNNING
-                                  and now - a.block.heartbeat_ns < limit) for a in self.agents)
+        return all(a.finished or (a.proc.poll() is None and a.block.fresh(now, limit))
+                   for a in self.agents)
 
     def _restart(self, a: _Agent, why: str) -> None:
         if a.restarts >= self.cfg.supervisor.max_restarts:
@@ -340,7 +335,7 @@ class Supervisor:
         next_status = started + interval if interval > 0 else float("inf")
         watchdog = self.notifier.watchdog_interval_s
         next_watchdog = started
-        last = self._progress()
+        last = self.view.sample()
         while True:
             if self.stop_requested:
                 self.log("stopping: draining the pipeline front to back")
@@ -359,7 +354,7 @@ class Supervisor:
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog
             if now >= next_status:
-                cur = self._progress()
+                cur = self.view.sample()
                 line = self._status_line(last, cur)
                 print(line, file=self.out, flush=True)
                 self.notifier.status(line)
@@ -367,23 +362,15 @@ class Supervisor:
                 next_status = now + interval
             self.server.poll(0.05)
 
-    def _progress(self) -> tuple[float, int, int, int]:
-        ticks = orders = fills = 0
-        for a in self.agents:
-            if a.spec.role == "strategy":
-                ticks += a.block.get("ticks_in")
-                orders += a.block.get("orders_out")
-                fills += a.block.get("fills")
-        return time.monotonic(), ticks, orders, fills
-
     def _status_line(self, last, cur) -> str:
-        dt = max(cur[0] - last[0], 1e-9)
+        rate = InstanceView.rates(last, cur)["ticks_delivered"]
+        counts = cur[1]
         occ = " ".join(
             f"{n}={r.occupancy() * 100 / r.capacity:.0f}%"
             for n, r in self.rings.items() if n.startswith("ticks.")
         )
-        return (f"ticks/s {(cur[1] - last[1]) / dt:,.0f}  ticks {cur[1]}  orders {cur[2]}  "
-                f"fills {cur[3]}  occupancy {occ}")
+        return (f"ticks/s {rate:,.0f}  ticks {counts['ticks_delivered']}  orders "
+                f"{counts['orders']}  fills {counts['fills']}  occupancy {occ}")
 
     def _stop_all(self) -> None:
         """Front to back: ask the producer to end its stream, then wait for each agent in
@@ -394,10 +381,7 @@ class Supervisor:
             timeout = 0.5
         producer = self.agents[0]
         if producer.proc is not None and producer.proc.poll() is None:
-            now = time.monotonic_ns()
-            w = self.control[producer.name]
-            if not w.offer(-1, now, self._control_codec.encode(
-                    Control(w.position, now, ControlKind.SHUTDOWN))):
+            if not offer_control(self.control[producer.name], ControlKind.SHUTDOWN):
                 producer.proc.send_signal(signal.SIGTERM)
         drained = True
         for a in self.agents:
@@ -421,8 +405,7 @@ class Supervisor:
                 a.proc.wait()
 
     def _final_report(self, wall_time_s: float) -> dict:
-        view = InstanceView(self.cfg, {a.name: a.block for a in self.agents}, self.rings)
-        rep = view.report(wall_time_s)
+        rep = self.view.report(wall_time_s)
         rep["instance"] = self.instance
         rep["pids"] = {a.name: a.proc.pid for a in self.agents if a.proc is not None}
         return rep

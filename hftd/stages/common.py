@@ -12,15 +12,16 @@ from ..ring import CONTROL_KEY, RingWriter
 _control_codec = Codec(Control)
 
 
+def offer_control(writer: RingWriter, kind: int) -> bool:
+    """Write and publish a control event of `kind` if the ring has room."""
+    now = time.monotonic_ns()
+    return writer.offer(CONTROL_KEY, now,
+                        _control_codec.encode(Control(writer.position, now, kind)))
+
+
 def end_of_stream(writer: RingWriter) -> bool:
     """Put the SHUTDOWN marker (end of stream) into `writer`'s ring if there is room."""
-    if not writer.claim(1):
-        return False
-    now = time.monotonic_ns()
-    writer.put(CONTROL_KEY, now, _control_codec.encode(Control(writer.position, now,
-                                                               ControlKind.SHUTDOWN)))
-    writer.publish()
-    return True
+    return offer_control(writer, ControlKind.SHUTDOWN)
 
 
 def read_control(reader) -> list[Control]:

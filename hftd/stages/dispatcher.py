@@ -51,6 +51,8 @@ class _Out:
         self.conflated = st.value(f"conflated.{scfg.name}")
         self.dropped = st.value(f"dropped.{scfg.name}")
         self.pending = st.value(f"conflation_pending.{scfg.name}")
+        self.taking = False  # per pass of the scalar path: see Dispatcher._route_each
+        self.n_routed = 0
 
     @property
     def blocks(self) -> bool:
@@ -72,10 +74,11 @@ class _Out:
         else:
             self.dropped.add(len(positions))
 
-    def flush(self) -> int:
-        """Publish conflated ticks once the ring is below its low watermark again."""
+    def flush(self, draining: bool = False) -> int:
+        """Publish conflated ticks once the ring is below its low watermark again (or,
+        `draining` at the end of the stream, whatever fits)."""
         pending = self.flow.pending
-        if not pending or self.flow.backpressured():
+        if not pending or (not draining and self.flow.backpressured()):
             return 0
         w = self.writer
         n = pending.flush(w.claim(len(pending)), lambda k, item: w.put(k, item[0], item[1]))
@@ -188,6 +191,10 @@ class Dispatcher(Agent):
         src = inp.ring
         keys, mask = src.i_key, src.mask
         pos = inp.position
+        for o in self.outs:
+            # whether a conflate/drop ring takes ticks this pass: one look, not one per tick
+            o.taking = not o.blocks and not (o.flow.backpressured() or o.flow.pending)
+            o.n_routed = 0
         done = 0
         for p in range(pos, pos + n):
             k = keys[p & mask]
@@ -199,9 +206,8 @@ class Dispatcher(Agent):
             if not all(o.writer.claim(1) for o in targets if o.blocks):
                 break
             for o in targets:
-                o.routed.add()
-                if o.blocks or (not o.flow.backpressured() and not o.flow.pending
-                                and o.writer.claim(1)):
+                o.n_routed += 1
+                if o.blocks or (o.taking and o.writer.claim(1)):
                     o.writer.copy_one(src, p)
                 else:
                     o.divert(src, (p,))
@@ -211,6 +217,7 @@ class Dispatcher(Agent):
             return 0
         out = 0
         for o in self.outs:
+            o.routed.add(o.n_routed)
             published = o.writer.publish()
             o.delivered.add(published)
             out += published
@@ -239,12 +246,7 @@ class Dispatcher(Agent):
             if o.name in self.ended:
                 continue
             if o.flow.pending:
-                o.flow.on = False  # draining: publish whatever fits, whatever the watermark
-                w = o.writer
-                o.flow.pending.flush(w.claim(len(o.flow.pending)),
-                                     lambda k, item: w.put(k, item[0], item[1]))
-                o.pending.set(len(o.flow.pending))
-                o.delivered.add(w.publish())
+                o.flush(draining=True)
                 if o.flow.pending:
                     continue
             if end_of_stream(o.writer):
