@@ -2,14 +2,16 @@
 
 As in Agrona: an agent has `on_start()`, `do_work() -> int` (how much it did) and
 `on_close()`; `run()` owns the loop, hands the work count to the idle strategy, beats the
-heartbeat in the agent's stats block, turns SIGTERM/SIGINT into `on_signal()`, and pins the
-process to its configured CPUs. An agent sets `done` when it has nothing more to do (it has
-passed on the end of its stream).
+heartbeat in the agent's stats block, and pins the process to its configured CPUs. An
+agent sets `done` when it has passed on the end of its stream: that is the only way it is
+told to stop, and it then exits 0 in state "stopped". SIGTERM or SIGINT, whether the agent
+is busy or parked, make it leave between two passes (every cursor committed), pass on what
+it holds for at most `DRAIN_ON_SIGNAL_S`, and exit with 143 in state "exited": to the
+supervisor that is a crash like any other, and the agent is restarted at its cursors.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -43,10 +45,25 @@ class Agent:
     def do_work(self) -> int:
         raise NotImplementedError
 
-    def on_signal(self) -> None:
-        """SIGTERM/SIGINT: stop now. The producer overrides this to end its stream instead,
-        which is how the supervisor drains the pipeline front to back."""
-        self.done = True
+    def flush_pending(self) -> int:
+        """After SIGTERM: pass on what the agent holds (orders or reports waiting for room,
+        conflated ticks) as far as there is room; returns how much still waits."""
+        return 0
+
+    def reload(self) -> None:
+        """RELOAD: re-read the instance's config spec and apply what may change live."""
+        try:
+            cfg = self.ctx.load_spec()
+        except Exception as e:  # a bad spec must not take the agent down: keep the old one
+            print(f"hftd[{self.ctx.instance}] {self.ctx.agent}: reload failed, config "
+                  f"unchanged: {e}", file=sys.stderr, flush=True)
+            return
+        self.ctx.cfg = cfg
+        self.ctx.reloads += 1  # the runner picks up a new idle strategy
+        self.on_reload(cfg)
+
+    def on_reload(self, cfg) -> None:
+        pass
 
     def on_close(self) -> None:
         pass
@@ -60,15 +77,20 @@ class Agent:
 class AgentContext:
     """What an agent process is given: its config, names, stats block, rings and doorbell."""
 
-    def __init__(self, cfg: config_mod.Config, agent: str):
+    def __init__(self, cfg: config_mod.Config, agent: str, runtime_dir: str = ""):
         self.cfg = cfg
         self.instance = cfg.instance
         self.agent = agent
+        self.runtime_dir = runtime_dir
+        self.reloads = 0
         self.stats = stats.StatsBlock.attach(self.obj(topology.stats_name(agent)))
         self.readers: list[RingReader] = []
         self.rings: list[Ring] = []
         self._bells = []
         self.doorbell = shm.open_semaphore(self.obj(topology.doorbell_name(agent)))
+
+    def load_spec(self) -> config_mod.Config:
+        return load_spec(self.runtime_dir, self.instance)
 
     def obj(self, what: str) -> str:
         return shm.object_name(self.instance, what)
@@ -111,20 +133,12 @@ def pin(cpus) -> None:
         os.sched_setaffinity(0, set(cpus))
 
 
-def _prepare_process() -> None:
-    """Ask the kernel for SIGTERM when the supervisor dies, so no agent is orphaned; and for
-    1 us of timer slack instead of 50 us, so a timed park (a paced producer waiting for its
-    next tick) ends when asked."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        libc.prctl(29, 1000)  # PR_SET_TIMERSLACK, ns
-    except (OSError, AttributeError):
-        pass
+DRAIN_ON_SIGNAL_S = 0.3  # how long an agent told to exit by a signal tries to pass on what it holds
 
 
-def run(agent: Agent, ctx: AgentContext) -> None:
-    """The agent loop."""
+def run(agent: Agent, ctx: AgentContext) -> bool:
+    """The agent loop. True when the agent ended its stream (told to by the pipeline),
+    False when a signal made it leave: it passes on what it holds first."""
     block = ctx.stats
     signalled = []
 
@@ -136,6 +150,7 @@ def run(agent: Agent, ctx: AgentContext) -> None:
     parker = idle_mod.Doorbell(ctx.doorbell, ctx.readers, ctx.cfg.idle.park_us)
     strategy = idle_mod.make(ctx.cfg.idle, parker, agent.sleep_for)
     idle = strategy.idle
+    reloads = ctx.reloads
     do_work = agent.do_work
     now = time.monotonic_ns
     heartbeat = block.heartbeat
@@ -150,38 +165,57 @@ def run(agent: Agent, ctx: AgentContext) -> None:
         if beat >= 64:  # a park lasts at most park_us: a beat at least every 64 of those
             heartbeat(now())
             beat = 0
+            if ctx.reloads != reloads:
+                reloads = ctx.reloads
+                parker.timeout = ctx.cfg.idle.park_us / 1e6
+                idle = idle_mod.make(ctx.cfg.idle, parker, agent.sleep_for).idle
         if signalled:
-            signalled.clear()
-            agent.on_signal()
+            break
     block.set_state(stats.DRAINING)
+    if not agent.done:  # a signal: between two passes, so every cursor is committed
+        deadline = time.monotonic() + DRAIN_ON_SIGNAL_S
+        while agent.flush_pending() and time.monotonic() < deadline:
+            time.sleep(0.001)
     agent.on_close()
     heartbeat(now())
-    block.set_state(stats.STOPPED)
+    block.set_state(stats.STOPPED if agent.done else stats.EXITED)
+    return agent.done
 
 
 def spec_path(runtime_dir: str, instance: str) -> str:
     return os.path.join(runtime_dir, f"{instance}.json")
 
 
+def load_spec(runtime_dir: str, instance: str) -> config_mod.Config:
+    """The resolved config the supervisor wrote for its agents (a file of ours, no symlink)."""
+    from .identity import read_private
+
+    path = spec_path(runtime_dir, instance)
+    return config_mod.from_dict(msgspec.json.decode(read_private(path)), path)
+
+
+EXIT_ON_SIGNAL = 128 + signal.SIGTERM  # what an agent that left on a signal exits with
+
+
 def main(role: str, name: str | None, instance: str, runtime_dir: str) -> int:
     """Entry point of an agent process (`hftd agent ROLE --instance NAME`)."""
     from .stages import ROLES
 
-    _prepare_process()
-    with open(spec_path(runtime_dir, instance), "rb") as f:
-        cfg = config_mod.from_dict(msgspec.json.decode(f.read()), "agent spec")
+    cfg = load_spec(runtime_dir, instance)
     agent_name = topology.strategy_agent(name) if role == "strategy" else role
     spec = {a.name: a for a in topology.agents(cfg)}.get(agent_name)
     if spec is None:
         print(f"hftd agent: no agent {agent_name!r} in instance {instance!r}", file=sys.stderr)
         return 2
+    # a terminal's hangup is the supervisor's business (it reloads); agents ignore it
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     pin(spec.cpus)
-    ctx = AgentContext(cfg, agent_name)
+    ctx = AgentContext(cfg, agent_name, runtime_dir)
     ctx.stats.q_header[stats.H_PID] = os.getpid()
     ctx.stats.set_state(stats.STARTING)
     agent = ROLES[role](ctx)
     try:
-        run(agent, ctx)
+        ended = run(agent, ctx)
     finally:
         ctx.close()
-    return 0
+    return 0 if ended else EXIT_ON_SIGNAL

@@ -49,7 +49,10 @@ def run(config_path, duration, ticks, rate, instance, report_path):
     if instance:
         overrides["instance"] = instance
     cfg = _load(config_path, overrides)
-    sup = Supervisor(cfg, duration=duration, report_path=report_path)
+    if report_path:
+        _check_writable(report_path)
+    sup = Supervisor(cfg, duration=duration, report_path=report_path, config_path=config_path,
+                     overrides=overrides)
     try:
         sup.preflight()
     except config_mod.ConfigError as e:
@@ -72,7 +75,8 @@ def check_config(config_path):
 @click.option("--name", help="Strategy name (role strategy).")
 @click.option("--instance", required=True)
 @click.option("--runtime-dir", required=True)
-def agent(role, name, instance, runtime_dir):
+@click.option("--supervisor-pid", type=int, help="Checked first thing (hftd.lifeline).")
+def agent(role, name, instance, runtime_dir, supervisor_pid):
     """Run one agent process (started by the supervisor)."""
     from .agent import main as agent_main
 
@@ -81,23 +85,80 @@ def agent(role, name, instance, runtime_dir):
     sys.exit(agent_main(role, name, instance, runtime_dir))
 
 
+def _check_writable(path: str) -> None:
+    """Fail before the run, not after it, when the report cannot be written."""
+    import os
+
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    if os.path.isdir(target):
+        _fail(f"--report {path}: is a directory", 2)
+    if not os.path.isdir(parent):
+        _fail(f"--report {path}: directory {parent} does not exist", 2)
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(target)
+                                                    and not os.access(target, os.W_OK)):
+        _fail(f"--report {path}: not writable by this user", 2)
+
+
+def _fail(msg: str, code: int):
+    click.echo(f"hftd: {msg}", err=True)
+    sys.exit(code)
+
+
 def _instance_options(f):
     f = click.option("--instance", help="Instance name (default: the config's).")(f)
     f = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="The config the instance runs with (for its name and runtime dir).")(f)
+                     help="The config the instance runs with (for its name).")(f)
     return f
 
 
-def _send(config_path, instance, cmd):
+def _find(config_path, instance):
+    """(instance name, the record of its live supervisor or None). The record comes from
+    the instance lock beside its shared memory, so an instance is found whatever runtime
+    directory it was started with (systemd's or a shell's)."""
+    from . import identity
+
+    name = instance
+    if not name:
+        name = _load(config_path).instance
+    from . import shm
+
+    try:
+        shm.check_instance_name(name)
+    except ValueError as e:
+        _fail(str(e), 2)
+    try:
+        return name, identity.running(name)
+    except identity.IdentityError as e:
+        _fail(str(e), 1)
+
+
+def _send(config_path, instance, cmd, timeout=5.0):
+    """Send `cmd` to the running instance; returns (name, record, reply). Exits 3 when it is
+    not running, 1 when it cannot be reached."""
     from . import control
 
-    cfg = _load(config_path, {"instance": instance} if instance else None)
-    path = control.socket_path(cfg.resolved_runtime_dir(), cfg.instance)
+    name, rec = _find(config_path, instance)
+    if rec is None:
+        _fail(f"instance {name!r} is not running", 3)
+    path = control.socket_path(rec.runtime_dir, name)
     try:
-        reply = control.request(path, cmd)
-    except ConnectionError as e:
-        click.echo(f"hftd: instance {cfg.instance!r} is not running ({e})", err=True)
-        sys.exit(3)
+        return name, rec, control.request(path, cmd, timeout)
+    except ConnectionError:
+        from . import identity
+
+        if identity.running(name) is None:
+            _fail(f"instance {name!r} is not running", 3)
+        _fail(f"instance {name!r} (supervisor pid {rec.pid}) does not answer on {path}", 1)
+    except PermissionError:
+        _fail(f"permission denied on {path}: only the instance's user (or root) may control "
+              f"it", 1)
+    except (TimeoutError, OSError) as e:
+        _fail(f"instance {name!r} (supervisor pid {rec.pid}): {e}", 1)
+
+
+def _command(config_path, instance, cmd):
+    _, _, reply = _send(config_path, instance, cmd)
     click.echo(reply.detail)
     sys.exit(0 if reply.ok else 1)
 
@@ -106,33 +167,79 @@ def _send(config_path, instance, cmd):
 @_instance_options
 def pause(config_path, instance):
     """Kill switch on: no new orders until `hftd resume`."""
-    _send(config_path, instance, "pause")
+    _command(config_path, instance, "pause")
 
 
 @main.command()
 @_instance_options
 def resume(config_path, instance):
     """Kill switch off: trading resumes."""
-    _send(config_path, instance, "resume")
+    _command(config_path, instance, "resume")
 
 
 @main.command()
 @_instance_options
-def stop(config_path, instance):
-    """Drain the pipeline front to back and stop the instance."""
-    _send(config_path, instance, "stop")
+def reload(config_path, instance):
+    """Re-read the instance's config file and apply what may change live (risk limits,
+    strategy params, idle strategy, status interval); refused, with nothing changed, when
+    anything else changed. Same as SIGHUP to the supervisor."""
+    _command(config_path, instance, "reload")
 
 
-def _view(config_path, instance):
+@main.command()
+@_instance_options
+@click.option("--no-wait", is_flag=True, help="Return once the stop is requested.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="Seconds to wait for the instance to exit.")
+def stop(config_path, instance, no_wait, timeout):
+    """Drain the pipeline front to back and stop the instance; waits until it has exited.
+    Exit status 0 when it is stopped (or was not running), 1 when it still runs after
+    --timeout."""
+    import time
+
+    from . import identity
+
+    name, rec = _find(config_path, instance)
+    if rec is None:
+        click.echo(f"instance {name!r} is not running")
+        sys.exit(0)
+    try:
+        _, rec, reply = _send(config_path, name, "stop")
+    except SystemExit as e:
+        if e.code == 3:  # it stopped between the look and the request
+            click.echo(f"instance {name!r} is not running")
+            sys.exit(0)
+        raise
+    click.echo(reply.detail)
+    if not reply.ok:
+        sys.exit(1)
+    if no_wait:
+        sys.exit(0)
+    deadline = time.monotonic() + timeout
+    while identity.running(name) is not None:
+        if time.monotonic() > deadline:
+            _fail(f"instance {name!r} (supervisor pid {rec.pid}) still running after "
+                  f"{timeout:g} s", 1)
+        time.sleep(0.05)
+    click.echo(f"instance {name!r} stopped")
+
+
+def _view(config_path, instance, as_json=False):
     """The running instance, or exit 3 (LSB: program is not running) with a clear message."""
     from .monitor import InstanceView, NotRunning
 
-    cfg = _load(config_path, {"instance": instance} if instance else None)
+    name, rec = _find(config_path, instance)
     try:
-        return InstanceView.attach(cfg)
+        if rec is None:
+            raise NotRunning(f"instance {name!r} is not running")
+        return InstanceView.attach(name, rec.runtime_dir)
     except (NotRunning, FileNotFoundError) as e:
+        if as_json:
+            import json
+
+            click.echo(json.dumps({"instance": name, "running": False}))
         click.echo(f"hftd: {e}" if isinstance(e, NotRunning) else
-                   f"hftd: instance {cfg.instance!r} is not running ({e})", err=True)
+                   f"hftd: instance {name!r} is not running ({e})", err=True)
         sys.exit(3)
 
 
@@ -147,12 +254,15 @@ def status(config_path, instance, as_json):
 
     from .console import render
 
-    view = _view(config_path, instance)
+    view = _view(config_path, instance, as_json)
     try:
         st = view.status()
+    except FileNotFoundError:
+        _fail(f"instance {view.cfg.instance!r} stopped while being read", 3)
     finally:
         view.close()
     if as_json:
+        st["running"] = True
         click.echo(msgspec.json.format(msgspec.json.encode(st), indent=2).decode())
     else:
         click.echo(render(st))

@@ -204,13 +204,29 @@ class SupervisorConfig(_Base):
     stop_timeout_s: float = 10.0  # per agent, while draining front to back
     heartbeat_timeout_s: float = 5.0  # an agent silent this long is considered hung
     status_interval_s: float = 1.0  # one status line this often; 0 = none
-    max_restarts: int = 3  # restarts of one agent before the supervisor gives up
+    # restart policy, like systemd's RestartSec/StartLimitBurst/StartLimitIntervalSec: a
+    # crashed agent is restarted after restart_delay_s, doubling per crash up to
+    # restart_delay_max_s; more than restart_burst crashes within restart_window_s and it is
+    # given up: a strategy is quarantined (the rest keep trading), any other agent ends the run
+    restart_delay_s: float = 0.1
+    restart_delay_max_s: float = 5.0
+    restart_burst: int = 5
+    restart_window_s: float = 60.0
 
     def __post_init__(self):
         _check_cpus(self.cpus)
-        for key in ("start_timeout_s", "stop_timeout_s", "heartbeat_timeout_s"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        for key in ("start_timeout_s", "stop_timeout_s", "heartbeat_timeout_s",
+                    "restart_window_s"):
+            if not 0 < getattr(self, key) < 1e6:
+                raise ValueError(f"{key} must be > 0 and < 1e6, got {getattr(self, key)}")
+        for key in ("restart_delay_s", "restart_delay_max_s"):
+            if not 0 <= getattr(self, key) <= 3600:
+                raise ValueError(f"{key} must be between 0 and 3600, got {getattr(self, key)}")
+        if self.restart_delay_s > self.restart_delay_max_s:
+            raise ValueError(f"restart_delay_s ({self.restart_delay_s}) must not exceed "
+                             f"restart_delay_max_s ({self.restart_delay_max_s})")
+        if not 0 <= self.restart_burst <= 1000:
+            raise ValueError(f"restart_burst must be between 0 and 1000, got {self.restart_burst}")
 
 
 class MetricsConfig(_Base):

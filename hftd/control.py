@@ -1,10 +1,17 @@
-"""The control socket: a Unix stream socket in the runtime directory, mode 0600.
+"""The control socket: a Unix stream socket in the runtime directory, mode 0600, that no
+client can crash or stall.
 
 One request per connection, msgspec JSON, newline-terminated: ``{"cmd": "pause"}`` ->
 ``{"ok": true, "detail": "..."}``. Commands: ping, pause (kill switch on: the executor
-rejects new orders and strategies send none), resume, stop (drain and exit). Reading
-figures does not go through here: `hftd status` maps the stats blocks directly, so it works
-even when the supervisor is busy.
+rejects new orders and strategies send none), resume, stop (drain and exit), reload (apply
+what can change live from the config file). Reading figures does not go through here:
+`hftd status` maps the stats blocks directly, so it works even when the supervisor is busy.
+
+The server never blocks the supervisor: every socket is non-blocking and served from the
+supervisor's loop (`poll`), a request may be at most `MAX_REQUEST` bytes and a connection
+lives at most `DEADLINE_S`, at most `MAX_CLIENTS` are open at once (a new one closes the
+oldest), and any byte sequence gets an error reply or a close, never an exception. Only the
+socket's own user (or root) is answered, checked with SO_PEERCRED on top of the file mode.
 """
 
 from __future__ import annotations
@@ -12,14 +19,21 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
+import time
+from typing import Any
 
 import msgspec
 
-COMMANDS = ("ping", "pause", "resume", "stop")
+COMMANDS = ("ping", "pause", "resume", "stop", "reload")
+MAX_REQUEST = 4096
+DEADLINE_S = 1.0
+MAX_CLIENTS = 16
 
 
 class Request(msgspec.Struct, forbid_unknown_fields=True):
     cmd: str
+    args: dict[str, Any] = {}
 
 
 class Reply(msgspec.Struct):
@@ -27,60 +41,174 @@ class Reply(msgspec.Struct):
     detail: str = ""
 
 
+_decode_request = msgspec.json.Decoder(Request).decode
+_encode = msgspec.json.Encoder().encode
+
+
 def socket_path(runtime_dir: str, instance: str) -> str:
     return os.path.join(runtime_dir, f"{instance}.sock")
 
 
+def parse(data: bytes) -> Request | Reply:
+    """A request, or the error Reply for bytes that are not one (never raises)."""
+    try:
+        req = _decode_request(data)
+    except msgspec.ValidationError as e:
+        return Reply(False, f"bad request: {e}")
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        return Reply(False, f"bad request: not JSON ({e})")
+    if req.cmd not in COMMANDS:
+        return Reply(False, f"unknown command {req.cmd[:40]!r}; known: {', '.join(COMMANDS)}")
+    return req
+
+
+class _Client:
+    __slots__ = ("sock", "deadline", "inbox", "outbox")
+
+    def __init__(self, sock, deadline):
+        self.sock = sock
+        self.deadline = deadline
+        self.inbox = b""
+        self.outbox: bytes | None = None  # the reply, once there is one
+
+
 class Server:
-    def __init__(self, path: str, handler):
+    def __init__(self, path: str, handler, log=None):
         self.path = path
-        self.handler = handler  # cmd -> Reply
+        self.handler = handler  # Request -> Reply
+        self.log = log or (lambda msg: None)
+        self.clients: dict[int, _Client] = {}
+        self.served = 0
+        self.refused = 0
         try:
             os.unlink(path)  # our lock is held: any socket file here is a dead run's
         except FileNotFoundError:
             pass
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         old = os.umask(0o177)
         try:
             s.bind(path)
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
-        s.listen(8)
+        os.chmod(path, 0o600, follow_symlinks=False)
+        s.listen(64)
         s.setblocking(False)
         self.sock = s
+        self.uid = os.geteuid()
 
     def poll(self, timeout: float) -> None:
-        """Wait up to `timeout` for a request and answer it."""
-        ready, _, _ = select.select([self.sock], [], [], timeout)
-        if not ready:
-            return
+        """Serve for at most `timeout` seconds (returns at once after doing some work)."""
+        now = time.monotonic()
+        for c in [c for c in self.clients.values() if c.deadline <= now]:
+            self._close(c)  # too slow: no reply
+        if self.clients:
+            timeout = max(0.0, min(timeout, min(c.deadline for c in self.clients.values()) - now))
+        rlist = [self.sock] + [c.sock for c in self.clients.values() if c.outbox is None]
+        wlist = [c.sock for c in self.clients.values() if c.outbox is not None]
         try:
-            conn, _ = self.sock.accept()
-        except BlockingIOError:
+            readable, writable, _ = select.select(rlist, wlist, [], timeout)
+        except InterruptedError:
             return
-        with conn:
-            conn.settimeout(1.0)
+        for s in writable:
+            c = self.clients.get(s.fileno())
+            if c is not None:
+                self._send(c)
+        for s in readable:
+            if s is self.sock:
+                self._accept()
+            else:
+                c = self.clients.get(s.fileno())
+                if c is not None:
+                    self._receive(c)
+
+    def _accept(self) -> None:
+        for _ in range(MAX_CLIENTS):
             try:
-                data = b""
-                while not data.endswith(b"\n") and len(data) < 4096:
-                    chunk = conn.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                try:
-                    req = msgspec.json.decode(data.strip(), type=Request)
-                    reply = (self.handler(req.cmd) if req.cmd in COMMANDS else
-                             Reply(False, f"unknown command {req.cmd!r}; known: {', '.join(COMMANDS)}"))
-                except msgspec.ValidationError as e:
-                    reply = Reply(False, f"bad request: {e}")
-                except msgspec.DecodeError as e:
-                    reply = Reply(False, f"bad request: not JSON ({e})")
-                conn.sendall(msgspec.json.encode(reply) + b"\n")
-            except OSError:
-                pass  # the client went away: nothing to answer
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # EMFILE and the like: try again on the next poll
+                self.log(f"control socket: accept failed: {e.strerror}")
+                return
+            conn.setblocking(False)
+            if len(self.clients) >= MAX_CLIENTS:
+                self._close(min(self.clients.values(), key=lambda c: c.deadline))
+            c = _Client(conn, time.monotonic() + DEADLINE_S)
+            self.clients[conn.fileno()] = c
+            uid = self._peer_uid(conn)
+            if uid not in (self.uid, 0):
+                self.refused += 1
+                self._reply(c, Reply(False, "permission denied: only the instance's user (or "
+                                            "root) may control it"))
+
+    @staticmethod
+    def _peer_uid(conn) -> int | None:
+        try:
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            return struct.unpack("3i", creds)[1]
+        except OSError:
+            return None
+
+    def _receive(self, c: _Client) -> None:
+        try:
+            chunk = c.sock.recv(MAX_REQUEST + 1 - len(c.inbox))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(c)
+            return
+        if chunk:
+            c.inbox += chunk
+        end = c.inbox.find(b"\n")
+        if end >= 0:
+            self._answer(c, c.inbox[:end])
+        elif len(c.inbox) > MAX_REQUEST:
+            self._reply(c, Reply(False, f"bad request: longer than {MAX_REQUEST} bytes"))
+        elif not chunk:  # the client closed its side without a newline
+            if c.inbox.strip():
+                self._answer(c, c.inbox)
+            else:
+                self._close(c)
+
+    def _answer(self, c: _Client, data: bytes) -> None:
+        req = parse(data)
+        if isinstance(req, Request):
+            try:
+                reply = self.handler(req)
+            except Exception as e:  # a bug in a handler must not take the daemon down
+                self.log(f"control socket: {req.cmd!r} failed: {e!r}")
+                reply = Reply(False, f"internal error while handling {req.cmd!r}: {e!r}")
+        else:
+            reply = req
+        self.served += 1
+        self._reply(c, reply)
+
+    def _reply(self, c: _Client, reply: Reply) -> None:
+        c.outbox = _encode(reply) + b"\n"
+        self._send(c)
+
+    def _send(self, c: _Client) -> None:
+        try:
+            n = c.sock.send(c.outbox)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._close(c)
+            return
+        c.outbox = c.outbox[n:]
+        if not c.outbox:
+            self._close(c)
+
+    def _close(self, c: _Client) -> None:
+        self.clients.pop(c.sock.fileno(), None)
+        try:
+            c.sock.close()
+        except OSError:
+            pass
 
     def close(self) -> None:
+        for c in list(self.clients.values()):
+            self._close(c)
         self.sock.close()
         try:
             os.unlink(self.path)
@@ -88,22 +216,35 @@ class Server:
             pass
 
 
-def request(path: str, cmd: str, timeout: float = 5.0) -> Reply:
-    """Send one command; raises ConnectionError when no supervisor listens at `path`."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def request(path: str, cmd: str, timeout: float = 5.0, **args) -> Reply:
+    """Send one command. Raises ConnectionError when no supervisor listens at `path`,
+    PermissionError when the socket is not ours to use, TimeoutError when no reply came."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     s.settimeout(timeout)
     try:
         try:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ConnectionError(f"no hftd supervisor is listening on {path}") from None
-        s.sendall(msgspec.json.encode(Request(cmd)) + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return msgspec.json.decode(data.strip(), type=Reply)
+        except socket.timeout:
+            raise TimeoutError(f"the supervisor did not accept a connection on {path} within "
+                               f"{timeout:g} s") from None
+        try:
+            s.sendall(_encode(Request(cmd, args)) + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            raise TimeoutError(f"no reply from the supervisor on {path} within {timeout:g} s") \
+                from None
+        except (ConnectionResetError, BrokenPipeError):
+            raise ConnectionError(f"the supervisor on {path} closed the connection") from None
+        try:
+            return msgspec.json.decode(data.strip(), type=Reply)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise ConnectionError(f"the supervisor on {path} gave no reply") from None
     finally:
         s.close()

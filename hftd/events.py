@@ -35,8 +35,9 @@ class ControlKind(enum.IntEnum):
     PAUSE = 1  # kill switch on: no new orders
     RESUME = 2
     SHUTDOWN = 3  # end of stream: drain, pass it on, stop
-    RELOAD = 4
+    RELOAD = 4  # re-read the instance's config spec and apply what may change live
     START = 5  # the whole pipeline is up: the producer may begin taking ticks
+    QUARANTINE = 6  # strategy number `arg` is given up: stop feeding / serving it
 
 
 class RejectReason(enum.IntEnum):
@@ -84,6 +85,7 @@ class Control(msgspec.Struct, array_like=True, tag=4, gc=False):
     seq: int
     t_ingest: int
     kind: int  # ControlKind
+    arg: int = 0  # QUARANTINE: the strategy's index in the config
 
 
 TickStream = Tick | Control

@@ -52,6 +52,8 @@ class Doorbell:
                 self.semaphore.acquire(t)
             except posix_ipc.BusyError:  # timed out
                 pass
+            except posix_ipc.SignalError:  # a signal (SIGTERM): the runner looks at it next
+                pass
         finally:
             for r in self.readers:
                 r.set_asleep(False)

@@ -5,13 +5,9 @@ end-of-run report, `hftd status` and `hftd top` all read through here.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 
-import msgspec
 import psutil
-
 from . import agent as agent_mod
 from . import config as config_mod
 from . import report as report_mod
@@ -21,22 +17,6 @@ from .ring import Ring
 
 class NotRunning(Exception):
     pass
-
-
-def is_running(cfg: config_mod.Config) -> bool:
-    """Whether a supervisor holds the instance's lock."""
-    path = os.path.join(cfg.resolved_runtime_dir(), f"{cfg.instance}.lock")
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 class InstanceView:
@@ -56,18 +36,15 @@ class InstanceView:
         self._procs: dict[int, psutil.Process] = {}
 
     @classmethod
-    def attach(cls, cfg: config_mod.Config) -> "InstanceView":
-        """The running instance named by `cfg` (its resolved config is read from the spec the
-        supervisor wrote). Raises NotRunning."""
-        if not is_running(cfg):
-            raise NotRunning(f"instance {cfg.instance!r} is not running")
-        spec = agent_mod.spec_path(cfg.resolved_runtime_dir(), cfg.instance)
+    def attach(cls, instance: str, runtime_dir: str) -> "InstanceView":
+        """The running instance (its resolved config is read from the spec its supervisor
+        wrote in `runtime_dir`). Raises NotRunning."""
+        from .identity import IdentityError
+
         try:
-            with open(spec, "rb") as f:
-                live = config_mod.from_dict(msgspec.json.decode(f.read()), spec)
-            return cls(live)
-        except FileNotFoundError:
-            raise NotRunning(f"instance {cfg.instance!r} is starting or stopping") from None
+            return cls(agent_mod.load_spec(runtime_dir, instance))
+        except (FileNotFoundError, IdentityError, config_mod.ConfigError):
+            raise NotRunning(f"instance {instance!r} is starting or stopping") from None
 
     def close(self) -> None:
         if self._owned:

@@ -40,9 +40,34 @@ def object_name(instance: str, what: str) -> str:
 _MAP_FLAGS = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
 
 
+class NameTaken(RuntimeError):
+    """A segment or semaphore of ours exists already (another user's, or a live run's)."""
+
+
+def path_of(name: str) -> str:
+    """The /dev/shm path of a segment, or of a semaphore (`sem.` prefix) if that exists."""
+    sem = os.path.join(SHM_DIR, "sem." + name.lstrip("/"))
+    return sem if os.path.lexists(sem) else os.path.join(SHM_DIR, name.lstrip("/"))
+
+
+def _taken(name: str) -> NameTaken:
+    path = path_of(name)
+    try:
+        uid = os.lstat(path).st_uid
+    except FileNotFoundError:
+        return NameTaken(f"shared-memory object {path} appeared while being created")
+    from .identity import owner_name
+
+    return NameTaken(f"shared-memory object {path} already exists, owned by {owner_name(uid)}; "
+                     f"remove it (as root or that user) or use another instance name")
+
+
 def create_segment(name: str, size: int) -> mmap.mmap:
     """Create a new segment (failing if it exists) and map it; the fd is closed at once."""
-    shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+    try:
+        shm = posix_ipc.SharedMemory(name, posix_ipc.O_CREX, mode=0o600, size=size)
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
+        raise _taken(name) from None
     try:
         return mmap.mmap(shm.fd, size, flags=_MAP_FLAGS)
     finally:
@@ -69,7 +94,10 @@ def unlink_segment(name: str) -> None:
 
 
 def create_semaphore(name: str) -> posix_ipc.Semaphore:
-    return posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
+    try:
+        return posix_ipc.Semaphore(name, posix_ipc.O_CREX, mode=0o600, initial_value=0)
+    except (posix_ipc.ExistentialError, posix_ipc.PermissionsError):
+        raise _taken(name) from None
 
 
 def open_semaphore(name: str) -> posix_ipc.Semaphore:
@@ -99,14 +127,26 @@ def leftovers(instance: str) -> list[str]:
     return sorted(found)
 
 
-def remove_leftovers(instance: str) -> list[str]:
-    """Unlink everything `instance` of this user left in /dev/shm; returns what was removed."""
+def remove_leftovers(instance: str, keep_lock: bool = False) -> list[str]:
+    """Unlink everything `instance` of this user left in /dev/shm that this user owns (the
+    lock file too, unless `keep_lock`); returns what was removed."""
     removed = []
     p = prefix(instance)
+    me = os.geteuid()
+    lock = "/" + p + "lock"
     for name in leftovers(instance):
-        sem_path = os.path.join(SHM_DIR, "sem." + name[1:])
-        if os.path.exists(sem_path):
+        if keep_lock and name == lock:
+            continue
+        path = path_of(name)
+        try:
+            if os.lstat(path).st_uid != me:
+                continue  # another user's: never ours to remove (see identity.squatters)
+        except FileNotFoundError:
+            continue
+        if os.path.basename(path).startswith("sem."):
             unlink_semaphore(name)
+        elif name == lock:
+            os.unlink(path)
         else:
             unlink_segment(name)
         assert name[1:].startswith(p)

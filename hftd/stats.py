@@ -27,9 +27,11 @@ H_MAGIC, H_VERSION, H_PID, H_STATE, H_HEARTBEAT, H_STARTED, H_N_VALUES, H_N_HIST
 H_META_LEN, H_RESTARTS, H_EXIT = 8, 9, 10
 
 # agent states
-STARTING, RUNNING, DRAINING, STOPPED = 1, 2, 3, 4
+# STOPPED: it ended its stream (told to); EXITED: it left on a signal without that (to the
+# supervisor, a crash); QUARANTINED: set by the supervisor for a strategy it gave up on
+STARTING, RUNNING, DRAINING, STOPPED, EXITED, QUARANTINED = 1, 2, 3, 4, 5, 6
 STATE_NAMES = {0: "absent", STARTING: "starting", RUNNING: "running", DRAINING: "draining",
-               STOPPED: "stopped"}
+               STOPPED: "stopped", EXITED: "exited", QUARANTINED: "quarantined"}
 
 COUNTER, GAUGE = "counter", "gauge"
 

@@ -2,16 +2,25 @@
 agents, and on SIGINT/SIGTERM (or at the end of `--duration`/`--ticks`) stops the pipeline
 front to back so every ring drains, then removes everything it created.
 
-Crash-only start-up: an instance is one lock file (flock) in the runtime directory. Holding
-it proves no other supervisor of this instance and user is alive, so whatever of the
-instance is still in /dev/shm is debris of a crashed run: it is removed, and nothing else.
+Crash-only start-up: an instance is one lock (`hftd.identity`) beside its shared memory.
+Holding it proves no process of an earlier run of this instance and user is alive (the
+agents share the locked file), so whatever of the instance is still in /dev/shm is debris
+of a crash: it is removed, and nothing else.
+
+Restart policy (systemd's RestartSec/StartLimitBurst/StartLimitIntervalSec): an agent that
+dies, hangs or leaves without being told to is restarted after a delay that doubles with
+each crash; more than `restart_burst` crashes within `restart_window_s` and it is given up:
+a strategy is quarantined (its ticks are no longer fed, its orders are canceled, the rest
+keep trading), any other agent ends the run. Signals: SIGINT/SIGTERM drain and stop, a
+second one stops within a second (abandoning what is in the rings, reported, exit 1);
+SIGHUP reloads what may change live. The control socket is served throughout, the drain
+included, so the kill switch always answers.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,6 +30,7 @@ import msgspec
 
 from . import agent as agent_mod
 from . import config as config_mod
+from . import identity
 from . import report as report_mod
 from . import control as control_mod
 from . import shm, stats, topology
@@ -31,46 +41,104 @@ from .stages import ROLES
 from .stages.common import offer_control
 from .systemd import Notifier
 
+# config keys `hftd reload` (SIGHUP) may change while running; any other change needs a restart
+LIVE_KEYS = (r"executor\.risk(\..*)?", r"idle(\..*)?", r"supervisor\.status_interval_s",
+             r"strategies\[[^\]]+\]\.params(\..*)?")
+_LIVE = re.compile("|".join(f"(?:{k})" for k in LIVE_KEYS))
+# what agents must not inherit from systemd: the notify protocol is the supervisor's alone
+_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+
 
 class SupervisorError(RuntimeError):
     pass
 
 
 class _Agent:
-    def __init__(self, spec: topology.AgentSpec):
+    def __init__(self, spec: topology.AgentSpec, index: int):
         self.spec = spec
         self.name = spec.name
+        self.index = index  # strategies: the position in the config (QUARANTINE's argument)
         self.proc: subprocess.Popen | None = None
         self.block: stats.StatsBlock | None = None
         self.restarts = 0
+        self.crashes: list[float] = []  # monotonic times of crashes within the window
+        self.restart_at: float | None = None  # dead, to be restarted then
         self.finished = False  # exited 0 after passing on its end of stream
+        self.quarantined = False
         self.told_to_start = False  # (producer) START sent since it was last spawned
+        self.told_to_stop = False  # (producer) SHUTDOWN sent since it was last spawned
+
+    @property
+    def out(self) -> bool:
+        """Out of the pipeline for good: finished its stream or quarantined."""
+        return self.finished or self.quarantined
+
+
+def describe_exit(rc: int, state: int) -> str:
+    if rc < 0:
+        try:
+            return f"was killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"was killed by signal {-rc}"
+    if rc == agent_mod.EXIT_ON_SIGNAL and state == stats.EXITED:
+        return "left on SIGTERM/SIGINT without being told to stop"
+    return f"exited with code {rc}"
+
+
+def changed_keys(old, new, path: str = "") -> list[str]:
+    """Dotted key paths whose values differ between two config dicts (strategies by name)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in old or k not in new:
+                out.append(sub)
+            else:
+                out += changed_keys(old[k], new[k], sub)
+        return out
+    if path == "strategies" and isinstance(old, list) and isinstance(new, list):
+        if [s.get("name") for s in old] != [s.get("name") for s in new]:
+            return ["strategies"]
+        out = []
+        for a, b in zip(old, new):
+            out += changed_keys(a, b, f"strategies[{a.get('name')}]")
+        return out
+    return [] if old == new else [path]
 
 
 class Supervisor:
     def __init__(self, cfg: config_mod.Config, duration: float | None = None,
-                 report_path: str | None = None, out=sys.stderr):
+                 report_path: str | None = None, out=sys.stderr,
+                 config_path: str | None = None, overrides: dict | None = None):
         self.cfg = cfg
         self.instance = cfg.instance
         self.duration = duration
         self.report_path = report_path
         self.out = out
+        self.config_path = config_path  # re-read by reload
+        self.overrides = overrides
         self.runtime_dir = cfg.resolved_runtime_dir()
-        self.agents = [_Agent(s) for s in topology.agents(cfg)]
+        specs = topology.agents(cfg)
+        strategy_index = {topology.strategy_agent(s.name): i for i, s in enumerate(cfg.strategies)}
+        self.agents = [_Agent(s, strategy_index.get(s.name, -1)) for s in specs]
         self.rings: dict[str, Ring] = {}
         self.control: dict[str, RingWriter] = {}
         self.bells: dict[str, object] = {}
         self.created: list[tuple[str, str]] = []  # (kind, name) for clean-up
         self.stop_requested = False
         self.stopping = False
+        self.force = False  # a second signal: stop now, whatever is left in the rings
+        self.reload_requested = False
         self.notifier = Notifier()
-        self._lock_fd = None
+        self.lock = identity.InstanceLock(self.instance)
         self.report: dict | None = None
         self.server: control_mod.Server | None = None
         self.view: InstanceView | None = None
         self.metrics_server = None
         self.alarms_seen = 0
         self.paused = False
+        self.control_backlog: list[tuple[str, int, int]] = []  # (agent, kind, arg) not yet sent
+        self.abandoned: dict[str, int] = {}
 
     def log(self, msg: str) -> None:
         print(f"hftd[{self.instance}]: {msg}", file=self.out, flush=True)
@@ -90,23 +158,35 @@ class Supervisor:
                 raise config_mod.ConfigError(f"strategies[{s.name}].class: {e}") from None
 
     def run(self) -> int:
+        """The whole life of the instance; returns the exit status (0 ok, 1 failure, 2 a
+        runtime directory that must be fixed first)."""
         require_supported_platform()
         agent_mod.pin(self.cfg.supervisor.cpus)
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
-        self._lock()
+        signal.signal(signal.SIGHUP, self._on_hangup)
+        try:
+            identity.check_runtime_dir(self.runtime_dir, create=True)
+            self._lock()
+        except identity.RuntimeDirError as e:
+            self.log(f"error: {e}")
+            return 2
+        except (identity.IdentityError, shm.NameTaken) as e:
+            self.log(f"error: {e}")
+            return 1
         t0 = time.monotonic()
         rc = 1
         try:
             self._create()
             self.server = control_mod.Server(
-                control_mod.socket_path(self.runtime_dir, self.instance), self._command)
+                control_mod.socket_path(self.runtime_dir, self.instance), self._command, self.log)
             self._serve_metrics()
             rc = self._monitor() if self._start_all() else 0
-        except SupervisorError as e:
+        except (SupervisorError, shm.NameTaken, OSError) as e:
             self.log(f"error: {e}")
             rc = 1
         finally:
+            self.stopping = True
             self.notifier.stopping()
             self._stop_all()
             try:
@@ -122,44 +202,59 @@ class Supervisor:
             self._unlock()
         if self.report is not None:
             print(report_mod.summary_text(self.report), file=self.out, flush=True)
-            if self.report_path:
-                with open(self.report_path, "w") as f:
-                    json.dump(self.report, f, indent=2)
+        if self.abandoned:
+            self.log("stop abandoned events: " + ", ".join(
+                f"{k} {v}" for k, v in self.abandoned.items()))
+            rc = rc or 1
+        quarantined = [a.name for a in self.agents if a.quarantined]
+        if quarantined:
+            self.log(f"quarantined during the run: {' '.join(quarantined)}")
+            rc = rc or 1
+        if self.report is not None and self.report_path:
+            try:
+                identity.write_private(self.report_path, msgspec.json.format(
+                    msgspec.json.encode(self.report), indent=2) + b"\n")
                 self.log(f"report written to {self.report_path}")
+            except OSError as e:
+                self.log(f"error: cannot write the report to {self.report_path}: {e.strerror}")
+                rc = rc or 1
         return rc
 
     def _on_signal(self, signum, frame) -> None:
         if self.stop_requested:
-            self.log("second signal: stopping without waiting for the rings to drain")
-            self.stopping = True
+            self.force = True
         self.stop_requested = True
 
+    def _on_hangup(self, signum, frame) -> None:
+        self.reload_requested = True
+
     def _lock(self) -> None:
-        os.makedirs(self.runtime_dir, mode=0o700, exist_ok=True)
-        path = os.path.join(self.runtime_dir, f"{self.instance}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.lock.acquire(self.runtime_dir)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SupervisorError(
-                f"instance {self.instance!r} is already running (lock {path} is held)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
-        stale = shm.remove_leftovers(self.instance)
-        if stale:
-            self.log(f"removed {len(stale)} stale shared-memory objects of a crashed earlier "
-                     f"run: {' '.join(stale)}")
+            stale = shm.remove_leftovers(self.instance, keep_lock=True)
+            if stale:
+                self.log(f"removed {len(stale)} stale shared-memory objects of a crashed earlier "
+                         f"run: {' '.join(stale)}")
+            squat = identity.squatters(self.instance)
+            if squat:
+                raise identity.IdentityError(
+                    f"shared memory of this instance's names belongs to another user: "
+                    f"{'; '.join(squat)}; remove it (as root or that user) or use another "
+                    f"instance name")
+        except BaseException:
+            self.lock.release()
+            raise
 
     def _unlock(self) -> None:
         try:
             os.unlink(agent_mod.spec_path(self.runtime_dir, self.instance))
         except FileNotFoundError:
             pass
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # the lock file stays: unlinking it would race a new run
-            self._lock_fd = None
+        self.lock.release()
+
+    def _write_spec(self) -> None:
+        identity.write_private(agent_mod.spec_path(self.runtime_dir, self.instance),
+                               msgspec.json.encode(self.cfg))
 
     def _create(self) -> None:
         for spec in topology.rings(self.cfg):
@@ -176,10 +271,7 @@ class Supervisor:
             self.created.append(("shm", blk))
             self.control[a.name] = RingWriter(self.rings[f"control.{a.name}"], self.bells[a.name])
         self.view = InstanceView(self.cfg, {a.name: a.block for a in self.agents}, self.rings)
-        spec = agent_mod.spec_path(self.runtime_dir, self.instance)
-        fd = os.open(spec, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(msgspec.json.encode(self.cfg))
+        self._write_spec()
 
     def _destroy(self) -> None:
         for a in self.agents:
@@ -199,13 +291,27 @@ class Supervisor:
         cmd = [sys.executable, "-m", "hftd", "agent", role]
         if role == "strategy":
             cmd += ["--name", a.name.split(".", 1)[1]]
-        cmd += ["--instance", self.instance, "--runtime-dir", self.runtime_dir]
+        cmd += ["--instance", self.instance, "--runtime-dir", self.runtime_dir,
+                "--supervisor-pid", str(os.getpid())]
         a.block.set_state(0)
+        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         # own process group: a terminal's Ctrl-C reaches only the supervisor, which then
-        # drains the pipeline in order instead of every agent stopping at once
-        a.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0)
+        # drains the pipeline in order instead of every agent stopping at once. The lock's
+        # descriptor goes along: the instance stays locked while any of its processes lives.
+        a.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0, env=env,
+                                  pass_fds=(self.lock.fd,))
+        a.restart_at = None
         a.finished = False
         a.told_to_start = False
+        a.told_to_stop = False
+        # what a new incarnation must know that an earlier one was told: the kill switch,
+        # the strategies given up
+        if role in ("strategy", "executor") and self.paused:
+            self._send(a.name, ControlKind.PAUSE)
+        if role in ("dispatcher", "executor"):
+            for q in self.agents:
+                if q.quarantined:
+                    self._send(a.name, ControlKind.QUARANTINE, q.index)
 
     def _start_all(self) -> bool:
         """Start every agent and wait until all run; False if asked to stop meanwhile."""
@@ -219,7 +325,8 @@ class Supervisor:
             for a in self.agents:
                 rc = a.proc.poll()
                 if rc is not None and a.block.state < stats.RUNNING:
-                    raise SupervisorError(f"agent {a.name} exited with code {rc} while starting")
+                    raise SupervisorError(f"agent {a.name} {describe_exit(rc, a.block.state)} "
+                                          f"while starting")
             if time.monotonic() > deadline:
                 slow = [n for n, s in states.items() if s < stats.RUNNING]
                 raise SupervisorError(
@@ -227,7 +334,7 @@ class Supervisor:
             if self.stop_requested:
                 self.log("stop requested while starting")
                 return False
-            time.sleep(0.01)
+            self.server.poll(0.01)
         self._start_producer()
         pids = " ".join(f"{a.name}={a.proc.pid}" for a in self.agents)
         self.log(f"pipeline up: {pids}")
@@ -250,27 +357,74 @@ class Supervisor:
         self.log(f"metrics on http://{host}:{bound}/metrics")
 
     # --- control ------------------------------------------------------------------------
-    def _command(self, cmd: str) -> control_mod.Reply:
+    def _command(self, req: control_mod.Request) -> control_mod.Reply:
+        cmd = req.cmd
         if cmd == "ping":
-            return control_mod.Reply(True, f"running; trading {'paused' if self.paused else 'on'}")
+            state = "stopping" if self.stopping else "running"
+            return control_mod.Reply(True, f"{state}; trading {'paused' if self.paused else 'on'}")
         if cmd == "stop":
+            if self.stopping:
+                return control_mod.Reply(True, "already stopping: draining the pipeline")
             self.stop_requested = True
             return control_mod.Reply(True, "stopping: draining the pipeline")
-        n = self._broadcast(ControlKind.PAUSE if cmd == "pause" else ControlKind.RESUME)
+        if cmd == "reload":
+            if self.stopping:
+                return control_mod.Reply(False, "reload refused: the instance is stopping")
+            return self._reload()
         self.paused = cmd == "pause"
+        n = self._broadcast(ControlKind.PAUSE if self.paused else ControlKind.RESUME)
         self.log(f"trading {'paused (kill switch on)' if self.paused else 'resumed'} by request")
         return control_mod.Reply(True, f"{cmd} sent to {n} agents")
 
-    def _broadcast(self, kind: int) -> int:
-        """A control event to every agent that trades: the strategies and the executor."""
+    def _reload(self) -> control_mod.Reply:
+        """Re-read the config file; apply it if only live keys changed, else change nothing."""
+        try:
+            new = config_mod.load(self.config_path, self.overrides)
+        except config_mod.ConfigError as e:
+            return self._refuse_reload(f"config error: {e}")
+        changed = changed_keys(config_mod.to_dict(self.cfg), config_mod.to_dict(new))
+        if not changed:
+            self.log("reload: nothing changed")
+            return control_mod.Reply(True, "reload: nothing changed")
+        fixed = [k for k in changed if not _LIVE.fullmatch(k)]
+        if fixed:
+            return self._refuse_reload(
+                f"{', '.join(fixed)} cannot change while running (restart the instance for "
+                f"that); live keys: executor.risk.*, idle.*, supervisor.status_interval_s, "
+                f"strategies[NAME].params")
+        self.cfg = new
+        self.view.cfg = new
+        self._write_spec()
+        n = self._broadcast(ControlKind.RELOAD, roles=None)
+        self.log(f"reloaded {', '.join(changed)} (sent to {n} agents)")
+        return control_mod.Reply(True, f"reloaded: {', '.join(changed)}")
+
+    def _refuse_reload(self, why: str) -> control_mod.Reply:
+        self.log(f"reload refused, nothing changed: {why}")
+        return control_mod.Reply(False, f"reload refused, nothing changed: {why}")
+
+    def _send(self, agent: str, kind: int, arg: int = 0) -> bool:
+        """A control event to one agent; one that does not fit now is sent later, in order."""
+        if not self.control_backlog and offer_control(self.control[agent], kind, arg):
+            return True
+        self.control_backlog.append((agent, kind, arg))
+        return False
+
+    def _flush_control(self) -> None:
+        while self.control_backlog:
+            agent, kind, arg = self.control_backlog[0]
+            if not offer_control(self.control[agent], kind, arg):
+                return
+            self.control_backlog.pop(0)
+
+    def _broadcast(self, kind: int, roles=("strategy", "executor")) -> int:
+        """A control event to every agent of `roles` (None: all) still in the pipeline."""
         sent = 0
         for a in self.agents:
-            if a.spec.role not in ("strategy", "executor"):
+            if a.out or (roles is not None and a.spec.role not in roles):
                 continue
-            if offer_control(self.control[a.name], kind):
-                sent += 1
-            else:
-                self.log(f"control ring of {a.name} is full: {ControlKind(kind).name} not sent")
+            self._send(a.name, kind)
+            sent += 1
         return sent
 
     def _check_alarms(self) -> None:
@@ -285,58 +439,88 @@ class Supervisor:
                 self._broadcast(ControlKind.PAUSE)
 
     def _check_agents(self) -> None:
-        now = time.monotonic_ns()
+        now = time.monotonic()
+        now_ns = time.monotonic_ns()
         hb_limit = int(self.cfg.supervisor.heartbeat_timeout_s * 1e9)
         for a in self.agents:
-            if a.finished:
+            if a.out:
+                continue
+            if a.restart_at is not None:
+                if now >= a.restart_at:
+                    a.restarts += 1
+                    a.block.q_header[stats.H_RESTARTS] = a.restarts
+                    self._spawn(a)
                 continue
             rc = a.proc.poll()
             if rc is not None:
                 if rc == 0 and a.block.state == stats.STOPPED:
                     a.finished = True
                     continue
-                self._restart(a, f"exited with code {rc}")
-            elif a.block.state == stats.RUNNING and not a.block.fresh(now, hb_limit):
+                self._crashed(a, describe_exit(rc, a.block.state))
+            elif a.block.state == stats.RUNNING and not a.block.fresh(now_ns, hb_limit):
                 self.log(f"agent {a.name} (pid {a.proc.pid}) silent for "
-                         f"{(now - a.block.heartbeat_ns) / 1e9:.1f} s: killing it")
+                         f"{(now_ns - a.block.heartbeat_ns) / 1e9:.1f} s: killing it")
                 a.proc.kill()
                 a.proc.wait()
-                self._restart(a, "hung")
+                self._crashed(a, "hung")
+
+    def _crashed(self, a: _Agent, why: str) -> None:
+        """Restart policy: a delay doubling with each crash in the window, then give up."""
+        sc = self.cfg.supervisor
+        now = time.monotonic()
+        a.crashes = [t for t in a.crashes if now - t < sc.restart_window_s] + [now]
+        n = len(a.crashes)
+        if n > sc.restart_burst:
+            what = (f"agent {a.name} {why}; {n} crashes within {sc.restart_window_s:g} s "
+                    f"(restart_burst {sc.restart_burst})")
+            if a.spec.role == "strategy":
+                self._quarantine(a, what)
+                return
+            raise SupervisorError(f"{what}: giving up")
+        delay = min(sc.restart_delay_max_s, sc.restart_delay_s * 2 ** (n - 1))
+        a.restart_at = now + delay
+        self.log(f"agent {a.name} {why}: restarting it in {delay:.2f} s (crash {n} of at most "
+                 f"{sc.restart_burst} within {sc.restart_window_s:g} s); it resumes at its "
+                 f"rings' cursors")
+
+    def _quarantine(self, a: _Agent, why: str) -> None:
+        a.quarantined = True
+        a.restart_at = None
+        a.block.set_state(stats.QUARANTINED)
+        self._send("dispatcher", ControlKind.QUARANTINE, a.index)
+        self._send("executor", ControlKind.QUARANTINE, a.index)
+        self.log(f"ALARM: {why}: strategy quarantined: kill switch on for it, its resting "
+                 f"orders canceled, its ticks no longer fed (counted); the other strategies "
+                 f"keep trading")
+        if all(q.quarantined for q in self.agents if q.spec.role == "strategy"):
+            raise SupervisorError("every strategy is quarantined: nothing left to trade")
 
     def _start_producer(self) -> None:
         """START to the producer once it runs (again): it takes no tick before the whole
         pipeline is up, so no tick waits for an agent that is still starting."""
         p = self.agents[0]
-        if p.told_to_start or p.block.state != stats.RUNNING:
+        if p.told_to_start or p.restart_at is not None or p.block.state != stats.RUNNING:
             return
         if offer_control(self.control[p.name], ControlKind.START):
             p.told_to_start = True
 
     def _healthy(self) -> bool:
-        """Every agent finished its stream, or runs with a fresh heartbeat."""
+        """Every agent out of the pipeline for good, or running with a fresh heartbeat."""
         now = time.monotonic_ns()
         limit = int(self.cfg.supervisor.heartbeat_timeout_s * 1e9)
-        return all(a.finished or (a.proc.poll() is None and a.block.fresh(now, limit))
-                   for a in self.agents)
-
-    def _restart(self, a: _Agent, why: str) -> None:
-        if a.restarts >= self.cfg.supervisor.max_restarts:
-            raise SupervisorError(f"agent {a.name} {why}; restarted {a.restarts} times already, "
-                                  f"giving up")
-        a.restarts += 1
-        a.block.q_header[stats.H_RESTARTS] = a.restarts
-        self.log(f"agent {a.name} {why}: restarting it ({a.restarts}/"
-                 f"{self.cfg.supervisor.max_restarts}); it resumes at its rings' cursors")
-        self._spawn(a)
+        return all(a.out or (a.restart_at is None and a.proc.poll() is None
+                             and a.block.fresh(now, limit)) for a in self.agents)
 
     def _monitor(self) -> int:
-        interval = self.cfg.supervisor.status_interval_s
         started = time.monotonic()
-        next_status = started + interval if interval > 0 else float("inf")
+        next_status = started
         watchdog = self.notifier.watchdog_interval_s
         next_watchdog = started
         last = self.view.sample()
         while True:
+            if self.reload_requested:
+                self.reload_requested = False
+                self._reload()
             if self.stop_requested:
                 self.log("stopping: draining the pipeline front to back")
                 return 0
@@ -344,22 +528,24 @@ class Supervisor:
                 self.log(f"duration of {self.duration:g} s reached: draining")
                 return 0
             self._check_agents()
+            self._flush_control()
             self._start_producer()
             self._check_alarms()
-            if all(a.finished for a in self.agents):
+            if all(a.out for a in self.agents):
                 self.log("every agent finished its stream")
                 return 0
             now = time.monotonic()
             if watchdog and now >= next_watchdog and self._healthy():
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog
-            if now >= next_status:
+            interval = self.cfg.supervisor.status_interval_s  # reload may change it
+            if interval > 0 and now >= next_status + interval:
                 cur = self.view.sample()
                 line = self._status_line(last, cur)
                 print(line, file=self.out, flush=True)
                 self.notifier.status(line)
                 last = cur
-                next_status = now + interval
+                next_status = now
             self.server.poll(0.05)
 
     def _status_line(self, last, cur) -> str:
@@ -374,38 +560,84 @@ class Supervisor:
 
     def _stop_all(self) -> None:
         """Front to back: ask the producer to end its stream, then wait for each agent in
-        pipeline order; the end-of-stream marker drains each ring behind it. An agent that
-        does not finish in time is terminated, then killed."""
+        pipeline order; the end-of-stream marker drains each ring behind it. The control
+        socket is served meanwhile, and crashed agents are restarted by the usual policy.
+        An agent that does not finish within `stop_timeout_s` of the one before it (or a
+        second signal) abandons the drain: every agent still running is terminated, then
+        killed, and what is left in the rings is reported."""
+        if not any(a.proc is not None for a in self.agents):
+            return
         timeout = self.cfg.supervisor.stop_timeout_s
-        if self.stopping:
-            timeout = 0.5
-        producer = self.agents[0]
-        if producer.proc is not None and producer.proc.poll() is None:
-            if not offer_control(self.control[producer.name], ControlKind.SHUTDOWN):
-                producer.proc.send_signal(signal.SIGTERM)
-        drained = True
-        for a in self.agents:
-            if a.proc is None:
-                continue
-            if not drained and a.proc.poll() is None:
-                a.proc.send_signal(signal.SIGTERM)  # nothing will reach it: stop it now
+        waiting_for = 0
+        deadline = time.monotonic() + timeout
+        drained = False
+        while not self.force:
+            producer = self.agents[0]
+            if (not producer.told_to_stop and producer.restart_at is None
+                    and producer.proc is not None and producer.proc.poll() is None):
+                producer.told_to_stop = offer_control(self.control[producer.name],
+                                                      ControlKind.SHUTDOWN)
             try:
-                a.proc.wait(timeout)
-                continue
-            except subprocess.TimeoutExpired:
-                pass
-            drained = False
-            self.log(f"agent {a.name} did not finish within {timeout:g} s: terminating it")
+                self._check_agents()
+            except SupervisorError as e:
+                self.log(f"while stopping: {e}")
+                break
+            self._flush_control()
+            while waiting_for < len(self.agents) and self.agents[waiting_for].out:
+                waiting_for += 1
+                deadline = time.monotonic() + timeout
+            if waiting_for == len(self.agents):
+                drained = True
+                break
+            if time.monotonic() > deadline:
+                self.log(f"agent {self.agents[waiting_for].name} did not finish within "
+                         f"{timeout:g} s: abandoning the drain")
+                break
+            if self.server is not None:
+                self.server.poll(0.02)
+            else:
+                time.sleep(0.02)
+        if self.force:
+            self.log("second signal: stopping now, without waiting for the rings to drain")
+        self._terminate_all(0.4 if self.force else 2.0)
+        if not drained:
+            self.abandoned = self._left_in_rings()
+
+    def _terminate_all(self, grace_s: float) -> None:
+        alive = [a for a in self.agents if a.proc is not None and a.proc.poll() is None]
+        for a in alive:
             a.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for a in alive:
             try:
-                a.proc.wait(2.0)
+                a.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.log(f"agent {a.name} ignored SIGTERM: killing it")
+                self.log(f"agent {a.name} did not exit on SIGTERM: killing it")
                 a.proc.kill()
                 a.proc.wait()
+
+    def _left_in_rings(self) -> dict[str, int]:
+        """Events still in the data rings, and held by agents, after an abandoned drain
+        (the rings of quarantined strategies are reported apart)."""
+        shut = {a.name.split(".", 1)[1] for a in self.agents if a.quarantined}
+        left = {}
+        for name, r in self.rings.items():
+            kind, _, owner = name.partition(".")
+            if kind == "control" or owner in shut:
+                continue
+            n = r.published - r.consumed
+            if n:
+                left[f"ring {name}"] = n
+        for a in self.agents:
+            for key in ("orders_waiting", "reports_waiting", "conflation_pending"):
+                if key in a.block.index and a.block.get(key):
+                    left[f"{a.name} {key}"] = a.block.get(key)
+        return left
 
     def _final_report(self, wall_time_s: float) -> dict:
         rep = self.view.report(wall_time_s)
         rep["instance"] = self.instance
         rep["pids"] = {a.name: a.proc.pid for a in self.agents if a.proc is not None}
+        rep["quarantined"] = [a.name for a in self.agents if a.quarantined]
+        rep["abandoned"] = dict(self.abandoned)
         return rep

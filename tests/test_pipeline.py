@@ -136,7 +136,7 @@ def test_a_killed_agent_is_restarted_and_the_stream_completes(instance, tmp_path
         if proc.poll() is None:
             stop(proc)
     assert proc.returncode == 0, err
-    assert "agent strategy.sample exited with code -9: restarting it" in err
+    assert "agent strategy.sample was killed by SIGKILL: restarting it" in err
     rep = json.loads((tmp_path / "r.json").read_text())
     strat = rep["stages"]["strategy.sample"]
     assert strat["restarts"] == 1

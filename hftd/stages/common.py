@@ -12,11 +12,11 @@ from ..ring import CONTROL_KEY, RingWriter
 _control_codec = Codec(Control)
 
 
-def offer_control(writer: RingWriter, kind: int) -> bool:
+def offer_control(writer: RingWriter, kind: int, arg: int = 0) -> bool:
     """Write and publish a control event of `kind` if the ring has room."""
     now = time.monotonic_ns()
     return writer.offer(CONTROL_KEY, now,
-                        _control_codec.encode(Control(writer.position, now, kind)))
+                        _control_codec.encode(Control(writer.position, now, kind, arg)))
 
 
 def end_of_stream(writer: RingWriter) -> bool:

@@ -7,7 +7,8 @@ per-call cost would dominate. The batch limit grows with the input ring's occupa
 `batch_min` (an idle pipeline: short passes, prompt control) to `batch` (a backlog: few,
 large passes).
 
-Each strategy ring has its own flow policy (`hftd.flow`). `block` rings cut the batch to the
+Each strategy ring has its own flow policy (`hftd.flow`). The ring of a quarantined strategy
+(QUARANTINE from the supervisor) is fed no more: its routed ticks are counted as quarantined. `block` rings cut the batch to the
 longest prefix they all have room for, so nothing is lost and a full ring stops the
 dispatcher (and so the producer) until its strategy catches up. `conflate` and `drop` rings
 never hold the batch up: what does not fit is conflated or dropped for that ring alone, so
@@ -51,6 +52,8 @@ class _Out:
         self.conflated = st.value(f"conflated.{scfg.name}")
         self.dropped = st.value(f"dropped.{scfg.name}")
         self.pending = st.value(f"conflation_pending.{scfg.name}")
+        self.quarantined = st.value(f"quarantined.{scfg.name}")
+        self.shut = False  # its strategy is quarantined: routed ticks are counted, not sent
         self.taking = False  # per pass of the scalar path: see Dispatcher._route_each
         self.n_routed = 0
 
@@ -94,7 +97,8 @@ class Dispatcher(Agent):
         for s in cfg.strategies:
             per_ring += [(f"routed.{s.name}", COUNTER), (f"delivered.{s.name}", COUNTER),
                          (f"conflated.{s.name}", COUNTER),
-                         (f"dropped.{s.name}", COUNTER), (f"conflation_pending.{s.name}", "gauge")]
+                         (f"dropped.{s.name}", COUNTER), (f"conflation_pending.{s.name}", "gauge"),
+                         (f"quarantined.{s.name}", COUNTER)]
         return Schema(values=(("ticks_in", COUNTER), ("ticks_out", COUNTER),
                               ("control_in", COUNTER), ("full_polls", COUNTER), *per_ring),
                       histograms=("stage",))
@@ -125,10 +129,35 @@ class Dispatcher(Agent):
             return 0.0
         return super().sleep_for()
 
-    def do_work(self) -> int:
-        work = len(read_control(self.control))  # nothing to act on yet; drained first
+    def flush_pending(self) -> int:
         for o in self.outs:
+            if o.flow.pending and not o.shut:
+                o.flush(draining=True)
+        return sum(len(o.flow.pending) for o in self.outs if not o.shut)
+
+    def _quarantine(self, index: int) -> None:
+        """Strategy `index` is given up: its ring is fed no more; what would have gone to it
+        is counted as quarantined (routed = delivered + conflated + dropped + quarantined +
+        pending)."""
+        if 0 <= index < len(self.outs):
+            o = self.outs[index]
+            o.shut = True
             if o.flow.pending:
+                o.quarantined.add(len(o.flow.pending))
+                o.flow.pending.items.clear()
+                o.pending.set(0)
+            self.ended.add(o.name)  # no end-of-stream marker either: nobody reads it
+
+    def do_work(self) -> int:
+        work = 0
+        for ev in read_control(self.control):  # drained first
+            work += 1
+            if ev.kind == ControlKind.RELOAD:
+                self.reload()
+            elif ev.kind == ControlKind.QUARANTINE:
+                self._quarantine(ev.arg)
+        for o in self.outs:
+            if o.flow.pending and not o.shut:
                 work += o.flush()
         inp = self.inp
         n = inp.available()
@@ -154,7 +183,7 @@ class Dispatcher(Agent):
         for o in self.outs:
             sel = None if o.route is None else o.route[keys]
             selections.append(sel)
-            if not o.blocks:
+            if not o.blocks or o.shut:
                 continue
             if sel is None:
                 room = o.writer.claim(n)
@@ -174,6 +203,9 @@ class Dispatcher(Agent):
         for o, sel in zip(self.outs, selections):
             mine = positions if sel is None else positions[sel[:n]]
             o.routed.add(len(mine))
+            if o.shut:
+                o.quarantined.add(len(mine))
+                continue
             if not o.blocks:
                 room = 0 if (o.flow.backpressured() or o.flow.pending) else o.writer.claim(len(mine))
                 if room < len(mine):
@@ -203,11 +235,13 @@ class Dispatcher(Agent):
                     return self._in_band_control(p)
                 break
             targets = self.targets[k]
-            if not all(o.writer.claim(1) for o in targets if o.blocks):
+            if not all(o.writer.claim(1) for o in targets if o.blocks and not o.shut):
                 break
             for o in targets:
                 o.n_routed += 1
-                if o.blocks or (o.taking and o.writer.claim(1)):
+                if o.shut:
+                    o.quarantined.add()
+                elif o.blocks or (o.taking and o.writer.claim(1)):
                     o.writer.copy_one(src, p)
                 else:
                     o.divert(src, (p,))
@@ -226,7 +260,7 @@ class Dispatcher(Agent):
     def _consumed(self, n: int, out: int) -> int:
         """Book-keeping once `n` input ticks went out as `out` events: latency, commit."""
         for o in self.outs:
-            if o.blocks:
+            if o.blocks and not o.shut:
                 o.flow.backpressured()  # keeps the gauge and episode count of block rings
         inp = self.inp
         inp.record_ages(self.latency, time.monotonic_ns(), n)

@@ -32,6 +32,7 @@ class _Book:
         self.working = [0] * n_instruments
         self.orders_ended = False
         self.reports_ended = False
+        self.quarantined = False  # its strategy is given up: no orders taken, no reports sent
 
 
 class Executor(Agent):
@@ -41,7 +42,8 @@ class Executor(Agent):
             values=(("orders_in", COUNTER), ("reports_out", COUNTER), ("acks", COUNTER),
                     ("fills", COUNTER), ("rejects", COUNTER), ("canceled", COUNTER),
                     ("paused", GAUGE), ("reports_waiting", GAUGE), ("alarms", COUNTER),
-                    ("control_in", COUNTER)),
+                    ("control_in", COUNTER), ("quarantined", COUNTER),
+                    ("reports_discarded", COUNTER)),
             histograms=("stage", "tick_to_trade"),
         )
 
@@ -85,6 +87,10 @@ class Executor(Agent):
                 self.paused = True
             elif ev.kind == ControlKind.RESUME:
                 self.paused = False
+            elif ev.kind == ControlKind.RELOAD:
+                self.reload()
+            elif ev.kind == ControlKind.QUARANTINE:
+                self._quarantine(ev.arg)
             self.c_paused.set(int(self.paused))
         for i, book in enumerate(self.books):
             if book.outbox:
@@ -96,9 +102,12 @@ class Executor(Agent):
             book = self.books[owner]
             book.position[order.instrument] += order.side * qty
             book.working[order.instrument] -= order.side * qty
-            self._report(book, order, ReportKind.FILL, qty, price)
             self.c_fills.add()
             work += 1
+            if book.quarantined:
+                self.c_reports_discarded.add()  # nobody reads its reports ring any more
+            else:
+                self._report(book, order, ReportKind.FILL, qty, price)
         waiting = 0
         for i, book in enumerate(self.books):
             if book.outbox:
@@ -110,6 +119,32 @@ class Executor(Agent):
         if all(b.reports_ended for b in self.books):
             self.done = True
         return work
+
+    def on_reload(self, cfg) -> None:
+        self.risk = cfg.executor.risk
+
+    def flush_pending(self) -> int:
+        waiting = 0
+        for book in self.books:
+            if book.outbox:
+                book.outbox.flush()
+                waiting += len(book.outbox)
+        return waiting
+
+    def _quarantine(self, owner: int) -> None:
+        """The supervisor gave strategy `owner` up: its resting orders are canceled, its
+        orders ring is read no more, and reports for it are counted, not sent."""
+        if not 0 <= owner < len(self.books) or self.books[owner].quarantined:
+            return
+        book = self.books[owner]
+        book.quarantined = True
+        book.orders_ended = book.reports_ended = True
+        for order in self.venue.cancel_all(owner):
+            book.working[order.instrument] -= order.side * order.qty
+            self.c_canceled.add()
+        self.c_reports_discarded.add(len(book.outbox))
+        book.outbox.waiting.clear()
+        self.c_quarantined.add()
 
     def _take_orders(self, owner: int, book: _Book) -> int:
         r = book.orders

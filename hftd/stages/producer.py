@@ -8,9 +8,9 @@ producer takes from the feed only what fits; with `conflate` or `drop` it keeps 
 received = published + conflated + dropped + rejected (+ conflated ticks still waiting).
 
 It takes nothing from the feed until the supervisor's START control event says the whole
-pipeline is up (ticks taken earlier would wait for agents still starting). On SIGTERM or a
-SHUTDOWN control event, or when the feed is exhausted, it publishes what it holds and ends
-its stream with a SHUTDOWN marker, which drains the pipeline behind it.
+pipeline is up (ticks taken earlier would wait for agents still starting). On a SHUTDOWN
+control event (the supervisor stopping), or when the feed is exhausted, it publishes what
+it holds and ends its stream with a SHUTDOWN marker, which drains the pipeline behind it.
 """
 
 from __future__ import annotations
@@ -63,8 +63,10 @@ class Producer(Agent):
         self.ending = False
         self.started = False
 
-    def on_signal(self) -> None:
-        self.ending = True
+    def flush_pending(self) -> int:
+        if self.flow.pending:
+            self._flush_conflated()
+        return len(self.flow.pending or ())
 
     def sleep_for(self) -> float | None:
         if self.control.available() > 0 or self.ending or self.feed.exhausted:
@@ -85,6 +87,8 @@ class Producer(Agent):
                 self.ending = True
             elif ev.kind == ControlKind.START:
                 self.started = True
+            elif ev.kind == ControlKind.RELOAD:
+                self.reload()
         if not (self.started or self.ending):
             return 0
         flow = self.flow

@@ -82,6 +82,16 @@ class StrategyStage(Agent):
     def on_start(self) -> None:
         self.strategy.on_start()
 
+    def on_reload(self, cfg) -> None:
+        scfg = next(s for s in cfg.strategies if s.name == self.name)
+        if scfg.params != self.strategy.params:
+            self.strategy.params = dict(scfg.params)
+            self.strategy.on_reload()
+
+    def flush_pending(self) -> int:
+        self.outbox.flush()
+        return len(self.outbox)
+
     # called by the strategy (through the api) from inside on_tick/on_report
     def _submit(self, instrument, side, qty, price, ref_price) -> int:
         if self.api.paused:
@@ -117,6 +127,8 @@ class StrategyStage(Agent):
                 self.api.paused = True
             elif ev.kind == ControlKind.RESUME:
                 self.api.paused = False
+            elif ev.kind == ControlKind.RELOAD:
+                self.reload()
             self.c_paused.set(int(self.api.paused))
         work += self._take_reports()
         if self.outbox:

@@ -35,6 +35,10 @@ class Strategy:
     def on_stop(self) -> None:
         pass
 
+    def on_reload(self) -> None:
+        """`hftd reload` (or SIGHUP) changed this strategy's params: `self.params` holds the
+        new ones. Override to re-read them (the default does nothing more)."""
+
     # --- trading ------------------------------------------------------------------------
     def buy(self, instrument: int, qty: int, price: int = 0) -> int:
         """Send a buy order (price 0 = market); returns its order id, or 0 when trading is
