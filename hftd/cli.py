@@ -12,8 +12,9 @@ from . import config as config_mod
 def _load(config_path, overrides=None):
     try:
         return config_mod.load(config_path, overrides)
-    except config_mod.ConfigError as e:
-        raise click.ClickException(f"config error: {e}") from None
+    except config_mod.ConfigError as e:  # one line and exit status 2, never a traceback
+        click.echo(f"hftd: config error: {e}", err=True)
+        sys.exit(2)
 
 
 @click.group()
@@ -54,19 +55,26 @@ def run(config_path, duration, ticks, rate, instance, report_path):
     sup = Supervisor(cfg, duration=duration, report_path=report_path, config_path=config_path,
                      overrides=overrides)
     try:
-        sup.preflight()
+        config_mod.check_runnable(cfg, config_path)  # what check-config checks too
     except config_mod.ConfigError as e:
-        raise click.ClickException(f"config error: {e}") from None
+        click.echo(f"hftd: config error: {e}", err=True)
+        sys.exit(2)
     sys.exit(sup.run())
 
 
 @main.command("check-config")
 @click.argument("config_path", type=click.Path(dir_okay=False), required=False)
 def check_config(config_path):
-    """Validate a config file (or the embedded default) and print it resolved."""
+    """Validate a config file (or the embedded default) and print it resolved: accepts exactly
+    what `hftd run` can run. Exit status 0 if valid, 2 (one line on stderr) if not."""
     import msgspec
 
     cfg = _load(config_path)
+    try:
+        config_mod.check_runnable(cfg, config_path)
+    except config_mod.ConfigError as e:
+        click.echo(f"hftd: config error: {e}", err=True)
+        sys.exit(2)
     click.echo(msgspec.json.format(msgspec.json.encode(cfg), indent=2).decode())
 
 
@@ -216,7 +224,7 @@ def stop(config_path, instance, no_wait, timeout):
     if no_wait:
         sys.exit(0)
     deadline = time.monotonic() + timeout
-    while identity.running(name) is not None:
+    while identity.alive(rec):  # the process itself: it writes its report before exiting
         if time.monotonic() > deadline:
             _fail(f"instance {name!r} (supervisor pid {rec.pid}) still running after "
                   f"{timeout:g} s", 1)

@@ -114,10 +114,10 @@ class InstanceLock:
                 if rec is None:
                     raise AlreadyRunning(f"instance {self.instance!r} is already running "
                                          f"(lock {self.path} is held)") from None
-                alive = _alive(rec)
+                live = alive(rec)
                 raise AlreadyRunning(
                     f"instance {self.instance!r} is already running: supervisor pid {rec.pid}, "
-                    f"runtime dir {rec.runtime_dir}" if alive else
+                    f"runtime dir {rec.runtime_dir}" if live else
                     f"instance {self.instance!r} is still held by agents of supervisor pid "
                     f"{rec.pid}, which is gone (lock {self.path}); they end within a second "
                     f"of it, try again") from None
@@ -149,11 +149,14 @@ class InstanceLock:
         self.fd = None
 
 
-def _alive(rec: Record) -> bool:
+def alive(rec: Record) -> bool:
+    """Whether the supervisor of `rec` still runs (pid and start time match)."""
     import psutil
 
     try:
-        return abs(psutil.Process(rec.pid).create_time() - rec.started) < 0.01
+        p = psutil.Process(rec.pid)
+        return (abs(p.create_time() - rec.started) < 0.01
+                and p.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -171,7 +174,7 @@ def running(instance: str) -> Record | None:
         rec = _read(fd)
     finally:
         os.close(fd)
-    return rec if rec is not None and _alive(rec) else None
+    return rec if rec is not None and alive(rec) else None
 
 
 def squatters(instance: str) -> list[str]:

@@ -59,7 +59,8 @@ def build(agents: dict, rings: dict, wall_time_s: float) -> dict:
         if s != "in":
             entry.update(routed=disp[f"routed.{s}"], delivered=disp[f"delivered.{s}"],
                          conflated=disp[f"conflated.{s}"],
-                         dropped=disp[f"dropped.{s}"], conflation_pending=disp[f"conflation_pending.{s}"])
+                         dropped=disp[f"dropped.{s}"], quarantined=disp[f"quarantined.{s}"],
+                         conflation_pending=disp[f"conflation_pending.{s}"])
         flow["rings"][name] = entry
     return {
         "flow": flow,
@@ -126,5 +127,7 @@ def accounting_lines(rep: dict) -> list[str]:
         if "routed" in r:
             line += (f"; routed {r['routed']} = delivered {r['delivered']} + conflated "
                      f"{r['conflated']} + dropped {r['dropped']} + pending {r['conflation_pending']}")
+            if r["quarantined"]:
+                line += f" + quarantined {r['quarantined']}"
         out.append(line)
     return out

@@ -126,3 +126,26 @@ def plant(instance, tmp_path):
     yield _make
     for p in made:
         p.close()
+
+
+OTHER_USER = "hftdtest"
+
+
+@pytest.fixture(scope="session")
+def other_user():
+    """(uid, gid) of a second local user, created with useradd when the tests run as root;
+    the test is skipped, saying why, otherwise."""
+    import pwd
+    import shutil
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a second local user (useradd)")
+    try:
+        pw = pwd.getpwnam(OTHER_USER)
+    except KeyError:
+        if not shutil.which("useradd"):
+            pytest.skip("useradd is not available to create a second local user")
+        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        OTHER_USER], check=True, capture_output=True)
+        pw = pwd.getpwnam(OTHER_USER)
+    return pw.pw_uid, pw.pw_gid

@@ -43,3 +43,12 @@ class Recorder(Strategy):
             with open(out, "w") as f:
                 json.dump({"seqs": self.seqs, "last": self.last, "paused_at": self.paused_at,
                            "n": self.n, "reports": self.reports}, f)
+
+
+class Poison(Strategy):
+    """Raises on the tick whose sequence number is params['raise_at']: a strategy bug that
+    kills its process every time that tick is delivered."""
+
+    def on_tick(self, tick):
+        if tick.seq == self.params["raise_at"]:
+            raise RuntimeError(f"poison tick {tick.seq}")
