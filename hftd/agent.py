@@ -174,8 +174,12 @@ def run(agent: Agent, ctx: AgentContext) -> bool:
     block.set_state(stats.DRAINING)
     if not agent.done:  # a signal: between two passes, so every cursor is committed
         deadline = time.monotonic() + DRAIN_ON_SIGNAL_S
-        while agent.flush_pending() and time.monotonic() < deadline:
+        while (left := agent.flush_pending()) and time.monotonic() < deadline:
             time.sleep(0.001)
+        if left:
+            print(f"hftd[{ctx.instance}] {ctx.agent}: leaving on a signal with {left} events it "
+                  f"could not pass on within {DRAIN_ON_SIGNAL_S:g} s (no room downstream)",
+                  file=sys.stderr, flush=True)
     agent.on_close()
     heartbeat(now())
     block.set_state(stats.STOPPED if agent.done else stats.EXITED)

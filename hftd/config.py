@@ -8,19 +8,65 @@ error, and every error names the key it is about (``config error: rings.ticks.ca
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
+import math
 import os
 import re
 import tomllib
+from decimal import Decimal
 from typing import Any, Literal
 
 import msgspec
 
+from . import events
 from . import ring as ring_mod
 from . import shm
 
 
 class ConfigError(ValueError):
-    """A config problem; the message names the key."""
+    """A config problem; the message names the key. It is always one line: characters that
+    are not printable (a newline or NUL in a value, say) are shown escaped."""
+
+    def __init__(self, msg: str):
+        super().__init__(_one_line(msg))
+
+
+def _one_line(s: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
+
+
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+DAY_S = 86400.0
+MAX_QTY = 10**9  # a quantity (lots) beyond any real order
+MAX_DEPTH = 32  # arrays and tables nested deeper than this in a config are refused
+MAX_FILE_BYTES = 1 << 24
+SOCKET_PATH_MAX = 107  # bytes of an AF_UNIX socket path (sun_path is 108, NUL included)
+
+
+def _short(v) -> str:
+    """`v` for an error message: its repr, cut short."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 64:
+        return f"a {v.bit_length()}-bit integer"
+    r = repr(v)
+    return r if len(r) <= 64 else f"{r[:56]}... ({len(r)} characters)"
+
+
+def _int_in(key: str, v: int, lo: int, hi: int, why: str = "") -> None:
+    if not lo <= v <= hi:
+        raise ValueError(f"{key} must be between {lo} and {hi}{why}, got {_short(v)}")
+
+
+def _float_in(key: str, v: float, lo: float, hi: float, *, above: bool = False,
+              why: str = "") -> None:
+    """`v` finite and lo <= v <= hi (lo < v with `above`)."""
+    if not (math.isfinite(v) and (v > lo if above else v >= lo) and v <= hi):
+        raise ValueError(f"{key} must be a finite number {'>' if above else '>='} {_num(lo)} and "
+                         f"<= {_num(hi)}{why}, got {v!r}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
 
 
 class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -34,12 +80,50 @@ def _check_cpus(cpus: list[int]) -> None:
             raise ValueError(f"cpus: CPU {c} does not exist on this machine (usable CPUs: {allowed})")
 
 
+_DECIMAL_RE = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
+
+
 class Instrument(_Base):
     symbol: str
     tick_size: str = "1"  # one price unit, as a decimal string (prices travel as integer ticks)
 
+    def __post_init__(self):
+        s = self.symbol
+        if not (1 <= len(s) <= 32 and s.isprintable() and not any(c.isspace() for c in s)):
+            raise ValueError(f"symbol {_short(s)} is invalid: 1-32 printable characters, no "
+                             f"spaces")
+        if not (_DECIMAL_RE.fullmatch(self.tick_size) and Decimal(self.tick_size) > 0):
+            raise ValueError(f"tick_size {_short(self.tick_size)} must be a positive decimal "
+                             f"number written with digits and an optional '.', such as '1' or "
+                             f"'0.05'")
+
 
 Policy = Literal["block", "conflate", "drop"]
+MAX_RING_CAPACITY = 1 << 24
+MAX_SLOT_SIZE = 1 << 16
+MAX_RING_DATA = 1 << 30
+
+
+def _largest_encoding(*types) -> tuple[int, str]:
+    """(bytes, struct name) of the longest msgpack encoding of any of `types` (every event
+    field is an int: all of them at the int64 extremes)."""
+    enc = msgspec.msgpack.Encoder()
+    worst = (0, "")
+    for t in types:
+        fields = msgspec.structs.fields(t)
+        for v in (INT64_MIN, INT64_MAX):
+            ev = t(**{f.name: v for f in fields})
+            worst = max(worst, (len(enc.encode(ev)), t.__name__))
+    return worst
+
+
+# What each ring carries (see hftd/events.py): its slot must hold the largest event.
+RING_EVENTS = {
+    "ticks": (events.Tick, events.Control),
+    "orders": (events.OrderRequest, events.Control),
+    "reports": (events.OrderReport, events.Control),
+    "control": (events.Control,),
+}
 
 
 class RingConfig(_Base):
@@ -51,13 +135,22 @@ class RingConfig(_Base):
     block_deadline_ms: float = 0.0  # a block longer than this raises an alarm; 0 = never
 
     def __post_init__(self):
-        ring_mod.check_geometry(self.capacity, self.slot_size)
+        cap, slot = self.capacity, self.slot_size
+        if not (2 <= cap <= MAX_RING_CAPACITY and cap & (cap - 1) == 0):
+            raise ValueError(f"ring capacity {_short(cap)} is not a power of two between 2 and "
+                             f"{MAX_RING_CAPACITY}")
+        if not (8 <= slot <= MAX_SLOT_SIZE and slot % 8 == 0):
+            raise ValueError(f"slot_size {_short(slot)} must be a multiple of 8 between 8 and "
+                             f"{MAX_SLOT_SIZE}")
+        if cap * slot > MAX_RING_DATA:
+            raise ValueError(f"capacity {cap} * slot_size {slot} = {cap * slot} bytes: a ring "
+                             f"holds at most {MAX_RING_DATA} bytes ({MAX_RING_DATA >> 20} MiB)")
+        ring_mod.check_geometry(cap, slot)
         if not 0 <= self.low_watermark < self.high_watermark <= 1:
             raise ValueError(
                 f"watermarks must satisfy 0 <= low_watermark < high_watermark <= 1, got "
                 f"low {self.low_watermark} and high {self.high_watermark}")
-        if self.block_deadline_ms < 0:
-            raise ValueError(f"block_deadline_ms must be >= 0, got {self.block_deadline_ms}")
+        _float_in("block_deadline_ms", self.block_deadline_ms, 0, DAY_S * 1000, why=" (a day)")
 
 
 def _ring(capacity, slot_size, **kw):
@@ -77,6 +170,14 @@ class RingsConfig(_Base):
                 raise ValueError(f"{key}.policy: orders, reports and control are never dropped "
                                  f"or conflated; the policy must be 'block', got "
                                  f"{getattr(self, key).policy!r}")
+        for key, types in RING_EVENTS.items():
+            slot = getattr(self, key).slot_size
+            need, name = _largest_encoding(*types)
+            if slot < need:
+                raise ValueError(
+                    f"{key}.slot_size {slot} is too small: the {key} ring carries events of up "
+                    f"to {need} bytes ({name} with every field at an int64 extreme); slot_size "
+                    f"must be >= {(need + 7) // 8 * 8}")
 
 
 IdleName = Literal["busy-spin", "yield", "backoff", "blocking"]
@@ -90,10 +191,8 @@ class IdleConfig(_Base):
 
     def __post_init__(self):
         for key in ("spins", "yields"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if self.park_us <= 0:
-            raise ValueError(f"park_us must be > 0, got {self.park_us}")
+            _int_in(key, getattr(self, key), 0, 1_000_000)
+        _int_in("park_us", self.park_us, 1, 1_000_000, " (1 s)")
 
 
 class SyntheticFeedConfig(_Base):
@@ -104,19 +203,16 @@ class SyntheticFeedConfig(_Base):
     max_qty: int = 10
 
     def __post_init__(self):
-        if not (self.rate >= 0 and self.rate != float("inf")):
-            raise ValueError(f"rate must be a finite number >= 0, got {self.rate}")
-        if self.ticks < 0:
-            raise ValueError(f"ticks must be >= 0, got {self.ticks}")
-        if self.start_price <= 0:
-            raise ValueError(f"start_price must be > 0, got {self.start_price}")
-        if self.max_qty <= 0:
-            raise ValueError(f"max_qty must be > 0, got {self.max_qty}")
+        _float_in("rate", self.rate, 0, 1e9)
+        _int_in("ticks", self.ticks, 0, 1 << 62)
+        _int_in("seed", self.seed, 0, INT64_MAX, " (numpy's generator needs a seed >= 0)")
+        _int_in("start_price", self.start_price, 1, (1 << 53) - 1,
+                " (the random walk must stay inside int64)")
+        _int_in("max_qty", self.max_qty, 1, MAX_QTY)
 
 
-def _batch_ok(batch: int) -> None:
-    if not 1 <= batch <= 1 << 20:
-        raise ValueError(f"batch must be between 1 and {1 << 20}, got {batch}")
+def _batch_ok(batch: int, key: str = "batch") -> None:
+    _int_in(key, batch, 1, 1 << 20)
 
 
 class ProducerConfig(_Base):
@@ -131,7 +227,7 @@ class ProducerConfig(_Base):
 
 
 def _batches_ok(lo: int, hi: int) -> None:
-    _batch_ok(lo)
+    _batch_ok(lo, "batch_min")
     _batch_ok(hi)
     if lo > hi:
         raise ValueError(f"batch_min ({lo}) must not exceed batch ({hi})")
@@ -147,7 +243,42 @@ class DispatcherConfig(_Base):
         _batches_ok(self.batch_min, self.batch)
 
 
-_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,30}$")
+_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,30}")  # always fullmatch: `$` takes a "\n"
+MAX_STRATEGIES = 64
+MAX_INSTRUMENTS = 65536
+
+
+def _class_path_ok(path: str) -> bool:
+    module, sep, name = path.partition(":")
+    return bool(sep) and name.isidentifier() and all(p.isidentifier() for p in module.split("."))
+
+
+def _params_problem(v, path: str) -> str | None:
+    """Why the strategy parameter `v` (at `path`) cannot reach the strategy unchanged, or
+    None. The supervisor hands the config to the agents as JSON, so a value must survive it:
+    strings, booleans, int64 integers, finite floats, dates and times (as ISO strings),
+    arrays and tables. (Depth is bounded by MAX_DEPTH before this runs.)"""
+    if isinstance(v, (str, bool, datetime.date, datetime.time)):
+        return None
+    if isinstance(v, int):
+        return None if INT64_MIN <= v <= INT64_MAX else f"{path}: {_short(v)} is outside int64"
+    if isinstance(v, float):
+        return None if math.isfinite(v) else f"{path}: {v!r} is not a finite number"
+    if isinstance(v, list):
+        for i, x in enumerate(v):
+            why = _params_problem(x, f"{path}[{i}]")
+            if why:
+                return why
+        return None
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                return f"{path}: key {_short(k)} is not a string"
+            why = _params_problem(x, f"{path}.{k}")
+            if why:
+                return why
+        return None
+    return f"{path}: a {type(v).__name__} cannot be handed to a strategy"
 
 
 class StrategyConfig(_Base):
@@ -161,12 +292,21 @@ class StrategyConfig(_Base):
     batch: int = 256
 
     def __post_init__(self):
-        if not _NAME_RE.match(self.name):
+        if not _NAME_RE.fullmatch(self.name):
             raise ValueError(
-                f"name {self.name!r} is invalid: a letter, then up to 30 letters, digits or '_'"
+                f"name {_short(self.name)} is invalid: a letter, then up to 30 letters, digits "
+                f"or '_'"
             )
-        if ":" not in self.class_:
-            raise ValueError(f"class {self.class_!r} must look like 'package.module:ClassName'")
+        if not _class_path_ok(self.class_):
+            raise ValueError(f"class {_short(self.class_)} must look like "
+                             f"'package.module:ClassName' (Python identifiers)")
+        dup = sorted({s for s in self.instruments if self.instruments.count(s) > 1})
+        if dup:
+            raise ValueError(f"instruments: {_short(dup[0])} is listed twice")
+        why = _params_problem(self.params, "params")
+        if why:
+            raise ValueError(f"{why} (strategy params travel as JSON: strings, booleans, int64 "
+                             f"integers, finite floats, dates, arrays and tables)")
         _check_cpus(self.cpus)
         _batches_ok(self.batch_min, self.batch)
 
@@ -176,8 +316,8 @@ class RiskConfig(_Base):
     max_position: int = 50  # absolute net position per instrument and strategy
 
     def __post_init__(self):
-        if self.max_order_qty <= 0 or self.max_position <= 0:
-            raise ValueError("max_order_qty and max_position must be > 0")
+        _int_in("max_order_qty", self.max_order_qty, 1, MAX_QTY)
+        _int_in("max_position", self.max_position, 1, 1000 * MAX_QTY)
 
 
 class SimVenueConfig(_Base):
@@ -227,6 +367,24 @@ class SupervisorConfig(_Base):
                              f"restart_delay_max_s ({self.restart_delay_max_s})")
         if not 0 <= self.restart_burst <= 1000:
             raise ValueError(f"restart_burst must be between 0 and 1000, got {self.restart_burst}")
+        _float_in("status_interval_s", self.status_interval_s, 0, DAY_S, why=" (a day)")
+        # below these no run can work: an agent process takes about a second to start
+        # (Python, numpy), and the heartbeat check must outlast scheduling delays
+        _float_in("start_timeout_s", self.start_timeout_s, 1.0, 1e6)
+        _float_in("heartbeat_timeout_s", self.heartbeat_timeout_s, 0.1, 1e6)
+
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+
+
+def _host_ok(host: str) -> bool:
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        addr = ipaddress.ip_address(host[1:-1] if bracketed else host)
+        return not bracketed or addr.version == 6
+    except ValueError:
+        return not bracketed and len(host) <= 253 and bool(_HOSTNAME_RE.fullmatch(host))
 
 
 class MetricsConfig(_Base):
@@ -236,12 +394,38 @@ class MetricsConfig(_Base):
     def __post_init__(self):
         if self.listen:
             host, sep, port = self.listen.rpartition(":")
-            if not sep or not host or not port.isdigit() or int(port) > 65535:
-                raise ValueError(f"listen must look like HOST:PORT, got {self.listen!r}")
+            if not (sep and _host_ok(host) and re.fullmatch(r"[0-9]{1,5}", port)
+                    and int(port) <= 65535):
+                raise ValueError(f"listen must look like HOST:PORT (a host name or IP address, "
+                                 f"a port from 0 to 65535), got {_short(self.listen)}")
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+
+_INSTANCE_RE = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def _second(items: list) -> int | None:
+    """Index of the first item that repeats an earlier one."""
+    seen = set()
+    for i, x in enumerate(items):
+        if x in seen:
+            return i
+        seen.add(x)
+    return None
+
+
+def _runtime_dir_origin(cfg) -> str:
+    """Where the runtime directory comes from when the config leaves runtime_dir empty."""
+    if cfg.runtime_dir:
+        return ""
+    if os.environ.get("RUNTIME_DIRECTORY"):
+        return " (empty: $RUNTIME_DIRECTORY is used)"
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return " (empty: $XDG_RUNTIME_DIR/hftd is used)"
+    return ""
 
 
 def _default_instruments() -> list[Instrument]:
@@ -263,26 +447,45 @@ class Config(_Base):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
 
     def __post_init__(self):
+        if not _INSTANCE_RE.fullmatch(self.instance):  # shm's check lets a final "\n" by
+            raise ValueError(f"instance name {_short(self.instance)} is invalid: use 1-40 "
+                             f"letters, digits, '_' or '-'")
         shm.check_instance_name(self.instance)
         symbols = [i.symbol for i in self.instruments]
         if not symbols:
             raise ValueError("instruments: at least one instrument is needed")
-        dup = {s for s in symbols if symbols.count(s) > 1}
-        if dup:
-            raise ValueError(f"instruments: symbol {sorted(dup)[0]!r} is listed twice")
+        if len(symbols) > MAX_INSTRUMENTS:
+            raise ValueError(f"instruments: {len(symbols)} instruments, at most "
+                             f"{MAX_INSTRUMENTS} are supported")
+        if len(self.strategies) > MAX_STRATEGIES:
+            raise ValueError(f"strategies: {len(self.strategies)} strategies, at most "
+                             f"{MAX_STRATEGIES} are supported (one process each)")
+        again = _second(symbols)
+        if again is not None:
+            raise ValueError(f"instruments[{again}].symbol: {_short(symbols[again])} is listed "
+                             f"twice (also instruments[{symbols.index(symbols[again])}])")
         names = [s.name for s in self.strategies]
         if not names:
             raise ValueError("strategies: at least one strategy is needed")
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise ValueError(f"strategies: name {sorted(dup)[0]!r} is used twice")
+        again = _second(names)
+        if again is not None:
+            raise ValueError(f"strategies[{again}].name: {names[again]!r} is used twice (also "
+                             f"strategies[{names.index(names[again])}])")
         for s in self.strategies:
             for sym in s.instruments:
                 if sym not in symbols:
                     raise ValueError(
-                        f"strategies[{s.name}].instruments: unknown instrument {sym!r} "
-                        f"(known: {symbols})"
+                        f"strategies[{s.name}].instruments: unknown instrument {_short(sym)} "
+                        f"(known: {_short(symbols)})"
                     )
+        park_s = self.idle.park_us / 1e6
+        heartbeat = self.supervisor.heartbeat_timeout_s
+        if 2 * 64 * park_s > heartbeat:
+            raise ValueError(
+                f"idle.park_us {self.idle.park_us} is too long for "
+                f"supervisor.heartbeat_timeout_s {heartbeat:g}: an idle agent beats its "
+                f"heartbeat every 64 parks, {64 * park_s:g} s apart, which must be at most half "
+                f"the timeout or the supervisor kills idle agents as hung")
 
     # --- derived -----------------------------------------------------------------------
     def symbols(self) -> list[str]:
@@ -308,44 +511,202 @@ class Config(_Base):
         return f"/tmp/hftd-{os.getuid()}"
 
 
-def _where(err: msgspec.ValidationError) -> str:
+def _strategy_name(data, i: int) -> str | None:
+    """The name of strategy `i` in the raw config `data` when it is a valid, unique one."""
+    entries = data.get("strategies") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not 0 <= i < len(entries):
+        return None
+    default = StrategyConfig().name
+    names = [e.get("name", default) if isinstance(e, dict) else None for e in entries]
+    name = names[i]
+    if isinstance(name, str) and _NAME_RE.fullmatch(name) and names.count(name) == 1:
+        return name
+    return None
+
+
+def _key_path(path: str, data=None) -> str:
+    """`path` as errors show it: strategies[i] becomes strategies[NAME] when the entry has a
+    valid unique name (as in the checks that name strategies themselves)."""
+    m = re.match(r"strategies\[(\d+)\]", path)
+    if m:
+        name = _strategy_name(data, int(m.group(1)))
+        if name:
+            path = f"strategies[{name}]{path[m.end():]}"
+    return path
+
+
+def _where(err: msgspec.ValidationError, data=None) -> str:
     msg = str(err)
     m = re.search(r" - at `\$(.*)`$", msg)
     if not m:
         return msg
-    path = m.group(1).lstrip(".")
-    path = re.sub(r"\.strategies\[(\d+)\]", r"strategies[\1]", "." + path).lstrip(".")
-    return f"{path}: {msg[: m.start()]}"
+    path = _key_path(m.group(1).lstrip("."), data)
+    return f"{path}: {msg[: m.start()]}" if path else msg[: m.start()]
+
+
+def _too_deep(data, limit: int = MAX_DEPTH) -> str | None:
+    """Key path of the first array or table nested deeper than `limit` in `data`, or None
+    (without recursion: such a value must not crash the check for it)."""
+    stack = [(data, "", 0)]
+    while stack:
+        v, path, depth = stack.pop()
+        if isinstance(v, dict):
+            children = [(x, f"{path}.{k}" if path else str(k)) for k, x in v.items()]
+        elif isinstance(v, list):
+            children = [(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        else:
+            continue
+        if depth >= limit:
+            # a run of indices ([0][0][0]...) is shown as its first two
+            return re.sub(r"((?:\[\d+\]){2})(?:\[\d+\])+", r"\1[...]", path) or "(top level)"
+        stack.extend((x, p, depth + 1) for x, p in children)
+    return None
 
 
 def from_dict(data: dict, source: str = "config") -> Config:
     """Validate a complete config dict (see `load` for partial ones)."""
+    deep = _too_deep(data)
+    if deep is not None:
+        raise ConfigError(f"{source}: {_key_path(deep, data)}: arrays and tables nested more "
+                          f"than {MAX_DEPTH} levels deep")
     try:
         return msgspec.convert(data, Config)
     except msgspec.ValidationError as e:
-        raise ConfigError(f"{source}: {_where(e)}") from None
+        raise ConfigError(f"{source}: {_where(e, data)}") from None
+
+
+def _read_toml(path: str) -> dict:
+    """The TOML file `path` as a dict; any problem reading it is a ConfigError naming the
+    file (and the line where known)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except PermissionError:
+        raise ConfigError(f"{path}: cannot read the config file: permission denied") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the path
+        why = getattr(e, "strerror", None) or str(e)
+        raise ConfigError(f"{path}: cannot read the config file: {why}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: over {MAX_FILE_BYTES >> 20} MiB, not a config file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - raw.rfind(b"\n", 0, e.start)
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 at line {line}, column {col} "
+                          f"(byte 0x{raw[e.start]:02x})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply to "
+                          f"read") from None
+    except Exception as e:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(f"{path}: not valid TOML: {type(e).__name__}: {e}") from None
 
 
 def load(path: str | None = None, overrides: dict | None = None) -> Config:
-    """Read `path` (TOML) or the embedded default, apply `overrides` (nested dict), validate."""
+    """Read `path` (TOML) or the embedded default, apply `overrides` (nested dict), validate.
+
+    The file is validated on its own first, so an override (`hftd run --ticks N`, say) never
+    hides a bad value or table in it: `hftd check-config FILE` and `hftd run --config FILE`
+    accept the same files."""
     data: dict = {}
     source = "embedded default config"
     if path:
         source = path
-        try:
-            with open(path, "rb") as f:
-                data = tomllib.load(f)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    if overrides:
-        _merge(data, overrides)
+        data = _read_toml(path)
     # start from the defaults so a partial table (say [rings.ticks] with only capacity)
     # keeps the other keys' defaults; unknown keys still fail in from_dict
     merged = to_dict(Config())
     _merge(merged, data)
-    return from_dict(merged, source)
+    cfg = from_dict(merged, source)
+    if overrides:
+        _merge(merged, overrides)
+        cfg = from_dict(merged, f"{source} with the command-line options")
+    return cfg
+
+
+def check_runnable(cfg: Config, source: str | None = None) -> None:
+    """What `hftd run` needs beyond a valid config, checked before it touches anything (and
+    by `hftd check-config`, so that accepts exactly what `run` can run): every strategy class
+    loads and is a Strategy, the runtime directory is (or can be made) a usable directory, and
+    the instance's rings fit in /dev/shm. Raises ConfigError naming the key."""
+    where = f"{source or 'embedded default config'}: "
+    why = _runtime_dir_problem(cfg)
+    if why:
+        raise ConfigError(f"{where}runtime_dir{_runtime_dir_origin(cfg)}: {why}")
+    why = _shm_problem(cfg)
+    if why:
+        raise ConfigError(f"{where}rings: {why}")
+    from .stages.strategy import load_strategy_class
+
+    for s in cfg.strategies:
+        key = f"strategies[{s.name}].class"
+        try:
+            load_strategy_class(s.class_)
+        except ValueError as e:
+            raise ConfigError(f"{where}{key}: {e}") from None
+        except (Exception, SystemExit) as e:  # whatever importing user code raises
+            raise ConfigError(f"{where}{key}: strategy class {_short(s.class_)} cannot be "
+                              f"loaded: importing it raised {type(e).__name__}: {e}") from None
+
+
+def _runtime_dir_problem(cfg: Config) -> str | None:
+    """Why `hftd run` would refuse the runtime directory, or None: the supervisor's own rule
+    (identity.check_runtime_dir: a directory of ours, no symlink, mode 0700, or a missing
+    one whose parent exists), and that it can make the directory and its files there."""
+    from . import identity
+
+    rdir = cfg.resolved_runtime_dir()  # from the environment when runtime_dir is ""
+    if "\0" in rdir:
+        return f"{rdir!r} contains a NUL character"
+    sock = os.path.join(rdir, f"{cfg.instance}.sock")  # control.socket_path
+    n = len(os.fsencode(sock))
+    if n > SOCKET_PATH_MAX:
+        return (f"the control socket {sock} (runtime_dir/instance.sock) would be a {n}-byte "
+                f"path, over the {SOCKET_PATH_MAX} bytes a Unix socket path may have (use a "
+                f"shorter runtime_dir)")
+    try:
+        identity.check_runtime_dir(rdir, create=False)
+    except identity.RuntimeDirError as e:
+        return str(e)
+    except OSError as e:
+        return f"runtime directory {rdir} cannot be used: {e.strerror}"
+    if not os.path.lexists(rdir):
+        parent = os.path.dirname(os.path.abspath(rdir))
+        if not os.access(parent, os.W_OK | os.X_OK):
+            return (f"runtime directory {rdir} cannot be created: {parent} is not writable by "
+                    f"this user")
+        return None
+    for suffix in (".json", ".sock"):  # the agent spec and the control socket
+        f = os.path.join(rdir, cfg.instance + suffix)
+        if os.path.isdir(f):
+            return f"{f} (the instance's {suffix[1:]} file) is a directory"
+    return None
+
+
+def _shm_problem(cfg: Config) -> str | None:
+    from . import topology
+
+    try:
+        st = os.statvfs(shm.SHM_DIR)
+    except OSError:
+        return None
+    have = st.f_blocks * st.f_frsize
+    specs = topology.rings(cfg)
+    need = sum(ring_mod._layout(r.geometry.capacity, r.geometry.slot_size)["size"]
+               for r in specs)
+    if need > have:
+        return (f"the instance's {len(specs)} rings need {need >> 20} MiB of shared memory, "
+                f"more than the {have >> 20} MiB of {shm.SHM_DIR} (make rings.*.capacity or "
+                f"slot_size smaller)")
+    return None
 
 
 def _merge(base: dict, extra: dict) -> None:

@@ -113,13 +113,15 @@ class Server:
             c = self.clients.get(s.fileno())
             if c is not None:
                 self._send(c)
+        # clients first, then new connections: a request that has arrived is answered before
+        # accepting makes room by closing the oldest clients
         for s in readable:
-            if s is self.sock:
-                self._accept()
-            else:
+            if s is not self.sock:
                 c = self.clients.get(s.fileno())
                 if c is not None:
                     self._receive(c)
+        if self.sock in readable:
+            self._accept()
 
     def _accept(self) -> None:
         for _ in range(MAX_CLIENTS):
@@ -229,19 +231,27 @@ def request(path: str, cmd: str, timeout: float = 5.0, **args) -> Reply:
         except socket.timeout:
             raise TimeoutError(f"the supervisor did not accept a connection on {path} within "
                                f"{timeout:g} s") from None
+        data = b""
         try:
-            s.sendall(_encode(Request(cmd, args)) + b"\n")
-            data = b""
+            try:
+                s.sendall(_encode(Request(cmd, args)) + b"\n")
+            except (ConnectionResetError, BrokenPipeError):
+                # the server may answer before reading the request (a refused peer): its
+                # reply is still there to read
+                pass
             while not data.endswith(b"\n"):
-                chunk = s.recv(4096)
+                try:
+                    chunk = s.recv(4096)
+                except ConnectionResetError:  # it closed with our request unread: after its reply
+                    break
                 if not chunk:
                     break
                 data += chunk
         except socket.timeout:
             raise TimeoutError(f"no reply from the supervisor on {path} within {timeout:g} s") \
                 from None
-        except (ConnectionResetError, BrokenPipeError):
-            raise ConnectionError(f"the supervisor on {path} closed the connection") from None
+        if not data:
+            raise ConnectionError(f"the supervisor on {path} closed the connection")
         try:
             return msgspec.json.decode(data.strip(), type=Reply)
         except (msgspec.DecodeError, msgspec.ValidationError):

@@ -214,10 +214,12 @@ def check_runtime_dir(path: str, create: bool) -> None:
             raise RuntimeDirError(f"runtime directory {path} cannot be created: "
                                   f"{e.strerror}") from None
         st = os.lstat(path)
+    elsewhere = ("remove it, or use a directory you own with mode 0700 (set runtime_dir in the "
+                 "config, or XDG_RUNTIME_DIR)")
     if stat.S_ISLNK(st.st_mode):
-        raise RuntimeDirError(f"runtime directory {path} is a symlink; {fix}")
+        raise RuntimeDirError(f"runtime directory {path} is a symlink; {elsewhere}")
     if not stat.S_ISDIR(st.st_mode):
-        raise RuntimeDirError(f"runtime directory {path} is not a directory; {fix}")
+        raise RuntimeDirError(f"runtime directory {path} is not a directory; {elsewhere}")
     if st.st_uid != os.geteuid():
         raise RuntimeDirError(f"runtime directory {path} belongs to {owner_name(st.st_uid)}, "
                               f"not to you; {fix}")

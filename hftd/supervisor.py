@@ -147,16 +147,6 @@ class Supervisor:
         return shm.object_name(self.instance, what)
 
     # --- lifecycle ------------------------------------------------------------------------
-    def preflight(self) -> None:
-        """Fail before touching anything on what the config names but cannot be had."""
-        from .stages.strategy import load_strategy_class
-
-        for s in self.cfg.strategies:
-            try:
-                load_strategy_class(s.class_)
-            except ValueError as e:
-                raise config_mod.ConfigError(f"strategies[{s.name}].class: {e}") from None
-
     def run(self) -> int:
         """The whole life of the instance; returns the exit status (0 ok, 1 failure, 2 a
         runtime directory that must be fixed first)."""

@@ -67,6 +67,30 @@ def start_hftd(instance, tmp_path, *args, toml: str = "") -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def wait_running(instance: str, agents=("producer", "dispatcher", "strategy.sample", "executor"),
+                 timeout: float = 60.0) -> None:
+    """Until every named agent of `instance` reports RUNNING in its stats block (a process
+    that exists may still be importing)."""
+    import time
+
+    from hftd import stats
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            states = []
+            for a in agents:
+                blk = stats.StatsBlock.attach(shm.object_name(instance, f"stats.{a}"))
+                states.append(blk.state)
+                blk.close()
+            if all(s == stats.RUNNING for s in states):
+                return
+        except (FileNotFoundError, RuntimeError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"agents {agents} of {instance} not running within {timeout} s")
+
+
 def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout=60):
     if proc.poll() is None:
         proc.send_signal(sig)

@@ -39,19 +39,23 @@ def test_a_partial_table_keeps_the_other_defaults(tmp_path):
     ("[[strategies]]\nclass = \"nowhere.mod:Nope\"\n",
      "strategies[sample].class: strategy class 'nowhere.mod:Nope' cannot be loaded"),
 ])
-def test_bad_config_exits_non_zero_naming_the_key(tmp_path, toml, named):
+def test_bad_config_exits_2_naming_the_key(tmp_path, toml, named):
     p = tmp_path / "bad.toml"
     p.write_text(toml)
-    res = hftd("run", "--config", str(p), "--ticks", "10", timeout=60)
-    assert res.returncode != 0
-    assert named in res.stderr, res.stderr
-    assert "Traceback" not in res.stderr
+    for args in (["run", "--config", str(p), "--ticks", "10"], ["check-config", str(p)]):
+        res = hftd(*args, timeout=60)
+        assert res.returncode == 2, (args, res.stderr)
+        assert named in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hftd: config error: "), res.stderr
 
 
 def test_missing_and_malformed_files_are_clear(tmp_path):
     res = hftd("run", "--config", str(tmp_path / "nope.toml"), timeout=60)
-    assert res.returncode != 0 and "no such config file" in res.stderr
+    assert res.returncode == 2 and "no such config file" in res.stderr
     p = tmp_path / "broken.toml"
     p.write_text("[rings\n")
     res = hftd("check-config", str(p), timeout=60)
-    assert res.returncode != 0 and "not valid TOML" in res.stderr
+    assert res.returncode == 2 and "not valid TOML" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from hftd import shm
-from conftest import HFTD, start_hftd, stop
+from conftest import HFTD, start_hftd, stop, wait_running
 
 N = 200_000
 
@@ -128,7 +128,8 @@ def test_a_killed_agent_is_restarted_and_the_stream_completes(instance, tmp_path
                       toml='[producer.synthetic]\nrate = 100000.0\n')
     try:
         agents = _agents_of(psutil.Process(proc.pid), 4)
-        time.sleep(0.5)
+        wait_running(instance)
+        time.sleep(0.3)
         strategy = next(a for a in agents if "strategy" in a.cmdline())
         strategy.kill()
         out, err = proc.communicate(timeout=120)

@@ -133,7 +133,7 @@ class Dispatcher(Agent):
         for o in self.outs:
             if o.flow.pending and not o.shut:
                 o.flush(draining=True)
-        return sum(len(o.flow.pending) for o in self.outs if not o.shut)
+        return sum(len(o.flow.pending or ()) for o in self.outs if not o.shut)
 
     def _quarantine(self, index: int) -> None:
         """Strategy `index` is given up: its ring is fed no more; what would have gone to it
