@@ -55,7 +55,9 @@ def parse(data: bytes) -> Request | Reply:
         req = _decode_request(data)
     except msgspec.ValidationError as e:
         return Reply(False, f"bad request: {e}")
-    except (msgspec.DecodeError, UnicodeDecodeError, ValueError, RecursionError) as e:
+    except RecursionError:
+        return Reply(False, "bad request: nested too deeply")
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as e:
         return Reply(False, f"bad request: not JSON ({e})")
     if req.cmd not in COMMANDS:
         return Reply(False, f"unknown command {req.cmd[:40]!r}; known: {', '.join(COMMANDS)}")
@@ -228,9 +230,9 @@ def request(path: str, cmd: str, timeout: float = 5.0, **args) -> Reply:
             s.connect(path)
         except (FileNotFoundError, ConnectionRefusedError):
             raise ConnectionError(f"no hftd supervisor is listening on {path}") from None
-        except socket.timeout:
+        except (socket.timeout, BlockingIOError):
             raise TimeoutError(f"the supervisor did not accept a connection on {path} within "
-                               f"{timeout:g} s") from None
+                               f"{timeout:g} s (its queue of connections is full)") from None
         data = b""
         try:
             try:
