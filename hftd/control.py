@@ -21,8 +21,6 @@ import select
 import socket
 import struct
 import time
-from typing import Any
-
 import msgspec
 
 COMMANDS = ("ping", "pause", "resume", "stop", "reload")
@@ -31,9 +29,14 @@ DEADLINE_S = 1.0
 MAX_CLIENTS = 16
 
 
+# argument values are scalars: a request's shape is then checked as it is read, and nothing
+# in it nests (no recursion for a hostile client to exhaust, whatever the interpreter's limit)
+Scalar = str | int | float | bool | None
+
+
 class Request(msgspec.Struct, forbid_unknown_fields=True):
     cmd: str
-    args: dict[str, Any] = {}
+    args: dict[str, Scalar] = {}
 
 
 class Reply(msgspec.Struct):
