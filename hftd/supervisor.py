@@ -242,9 +242,9 @@ class Supervisor:
             pass
         self.lock.release()
 
-    def _write_spec(self) -> None:
+    def _write_spec(self, cfg: config_mod.Config) -> None:
         identity.write_private(agent_mod.spec_path(self.runtime_dir, self.instance),
-                               msgspec.json.encode(self.cfg))
+                               msgspec.json.encode(cfg))
 
     def _create(self) -> None:
         for spec in topology.rings(self.cfg):
@@ -261,7 +261,7 @@ class Supervisor:
             self.created.append(("shm", blk))
             self.control[a.name] = RingWriter(self.rings[f"control.{a.name}"], self.bells[a.name])
         self.view = InstanceView(self.cfg, {a.name: a.block for a in self.agents}, self.rings)
-        self._write_spec()
+        self._write_spec(self.cfg)
 
     def _destroy(self) -> None:
         for a in self.agents:
@@ -310,11 +310,12 @@ class Supervisor:
         deadline = time.monotonic() + self.cfg.supervisor.start_timeout_s
         while True:
             states = {a.name: a.block.state for a in self.agents}
-            if all(s >= stats.RUNNING for s in states.values()):
+            if all(s == stats.RUNNING and a.proc.poll() is None
+                   for a, s in zip(self.agents, states.values())):
                 break
             for a in self.agents:
                 rc = a.proc.poll()
-                if rc is not None and a.block.state < stats.RUNNING:
+                if rc is not None:
                     raise SupervisorError(f"agent {a.name} {describe_exit(rc, a.block.state)} "
                                           f"while starting")
             if time.monotonic() > deadline:
@@ -382,9 +383,13 @@ class Supervisor:
                 f"{', '.join(fixed)} cannot change while running (restart the instance for "
                 f"that); live keys: executor.risk.*, idle.*, supervisor.status_interval_s, "
                 f"strategies[NAME].params")
+        try:
+            self._write_spec(new)  # first: agents read it, and nothing changes if it fails
+        except OSError as e:
+            return self._refuse_reload(f"cannot write the agents' config spec in "
+                                       f"{self.runtime_dir}: {e.strerror}")
         self.cfg = new
         self.view.cfg = new
-        self._write_spec()
         n = self._broadcast(ControlKind.RELOAD, roles=None)
         self.log(f"reloaded {', '.join(changed)} (sent to {n} agents)")
         return control_mod.Reply(True, f"reloaded: {', '.join(changed)}")
@@ -510,7 +515,10 @@ class Supervisor:
         while True:
             if self.reload_requested:
                 self.reload_requested = False
-                self._reload()
+                try:
+                    self._reload()
+                except Exception as e:  # a reload must never take the instance down
+                    self.log(f"reload failed, nothing changed: {e!r}")
             if self.stop_requested:
                 self.log("stopping: draining the pipeline front to back")
                 return 0
