@@ -29,6 +29,9 @@ class ReportKind(enum.IntEnum):
     REJECT = 2
     FILL = 3
     CANCELED = 4
+    EXPIRED = 5  # an IOC/FOK remainder the venue did not fill
+    REPLACED = 6  # a replace (price, quantity) took effect
+    CANCEL_REJECTED = 7  # a cancel or replace came too late (the order had ended)
 
 
 class ControlKind(enum.IntEnum):
@@ -47,6 +50,14 @@ class RejectReason(enum.IntEnum):
     MAX_POSITION = 3
     UNKNOWN_INSTRUMENT = 4
     BAD_QTY = 5
+    MAX_WORKING_ORDERS = 6
+    ORDER_RATE = 7  # the strategy's token bucket is empty
+    INSTANCE_ORDER_RATE = 8  # the instance's token bucket is empty
+    PRICE_BAND = 9  # a limit price too far from the last trade
+    NO_LAST_PRICE = 10  # a market order with no last trade to bound it
+    DAILY_LOSS = 11  # the daily loss limit was crossed: kill switch
+    BAD_PRICE = 12  # a limit price that is not positive
+    UNKNOWN_ORDER = 13  # cancel/replace of an order the executor does not know
 
 
 class Tick(msgspec.Struct, array_like=True, tag=1, gc=False):
