@@ -177,6 +177,7 @@ def run(agent: Agent, ctx: AgentContext) -> bool:
         while (left := agent.flush_pending()) and time.monotonic() < deadline:
             time.sleep(0.001)
         if left:
+            block.q_header[stats.H_LOST] += left  # the supervisor reports them; the run fails
             print(f"hftd[{ctx.instance}] {ctx.agent}: leaving on a signal with {left} events it "
                   f"could not pass on within {DRAIN_ON_SIGNAL_S:g} s (no room downstream)",
                   file=sys.stderr, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -17,6 +18,16 @@ def _load(config_path, overrides=None):
         sys.exit(2)
 
 
+class Finite(click.FloatRange):
+    """A float range that also refuses nan and infinity (FloatRange lets nan through)."""
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
 @click.group()
 @click.version_option(package_name="hftd")
 def main():
@@ -26,11 +37,11 @@ def main():
 @main.command()
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="TOML config file (default: the embedded default config).")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True),
+@click.option("--duration", type=Finite(min=0, min_open=True),
               help="Stop (draining the pipeline) after this many seconds.")
 @click.option("--ticks", type=click.IntRange(min=1),
               help="Stop after the feed has produced this many ticks (synthetic feed).")
-@click.option("--rate", type=click.FloatRange(min=0),
+@click.option("--rate", type=Finite(min=0),
               help="Synthetic feed rate in ticks/s; 0 = as fast as the pipeline takes them.")
 @click.option("--instance", help="Instance name (overrides the config's `instance`).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
@@ -47,7 +58,7 @@ def run(config_path, duration, ticks, rate, instance, report_path):
         synthetic["rate"] = rate
     if synthetic:
         overrides["producer"] = {"synthetic": synthetic}
-    if instance:
+    if instance is not None:  # "" is a bad name, not "the config's"
         overrides["instance"] = instance
     cfg = _load(config_path, overrides)
     if report_path:
@@ -95,17 +106,12 @@ def agent(role, name, instance, runtime_dir, supervisor_pid):
 
 def _check_writable(path: str) -> None:
     """Fail before the run, not after it, when the report cannot be written."""
-    import os
+    from . import identity
 
-    target = os.path.abspath(path)
-    parent = os.path.dirname(target)
-    if os.path.isdir(target):
-        _fail(f"--report {path}: is a directory", 2)
-    if not os.path.isdir(parent):
-        _fail(f"--report {path}: directory {parent} does not exist", 2)
-    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(target)
-                                                    and not os.access(target, os.W_OK)):
-        _fail(f"--report {path}: not writable by this user", 2)
+    try:
+        identity.check_report_path(path)
+    except OSError as e:
+        _fail(f"--report {path}: cannot be written: {e.strerror}", 2)
 
 
 def _fail(msg: str, code: int):
@@ -127,7 +133,7 @@ def _find(config_path, instance):
     from . import identity
 
     name = instance
-    if not name:
+    if name is None:
         name = _load(config_path).instance
     from . import shm
 
@@ -197,7 +203,7 @@ def reload(config_path, instance):
 @main.command()
 @_instance_options
 @click.option("--no-wait", is_flag=True, help="Return once the stop is requested.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+@click.option("--timeout", type=Finite(min=0), default=120.0, show_default=True,
               help="Seconds to wait for the instance to exit.")
 def stop(config_path, instance, no_wait, timeout):
     """Drain the pipeline front to back and stop the instance; waits until it has exited.
@@ -278,7 +284,7 @@ def status(config_path, instance, as_json):
 
 @main.command()
 @_instance_options
-@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+@click.option("--interval", type=Finite(min=0.1), default=1.0, show_default=True,
               help="Seconds between refreshes.")
 @click.option("--iterations", type=click.IntRange(min=1), help="Stop after this many refreshes.")
 def top(config_path, instance, interval, iterations):

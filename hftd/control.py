@@ -96,7 +96,7 @@ class Server:
         finally:
             os.umask(old)
         os.chmod(path, 0o600, follow_symlinks=False)
-        s.listen(64)
+        s.listen(socket.SOMAXCONN)
         s.setblocking(False)
         self.sock = s
         self.uid = os.geteuid()
@@ -226,16 +226,29 @@ class Server:
 def request(path: str, cmd: str, timeout: float = 5.0, **args) -> Reply:
     """Send one command. Raises ConnectionError when no supervisor listens at `path`,
     PermissionError when the socket is not ours to use, TimeoutError when no reply came."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-    s.settimeout(timeout)
-    try:
+    deadline = time.monotonic() + timeout
+    while True:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.settimeout(timeout)
         try:
             s.connect(path)
+            break
         except (FileNotFoundError, ConnectionRefusedError):
+            s.close()
             raise ConnectionError(f"no hftd supervisor is listening on {path}") from None
         except (socket.timeout, BlockingIOError):
-            raise TimeoutError(f"the supervisor did not accept a connection on {path} within "
-                               f"{timeout:g} s (its queue of connections is full)") from None
+            # the queue of connections waiting to be accepted is full (a flood of clients):
+            # the supervisor drains it within a poll, so try again until our own deadline
+            s.close()
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"the supervisor did not accept a connection on {path} "
+                                   f"within {timeout:g} s (its queue of connections is full)") \
+                    from None
+            time.sleep(0.005)
+        except BaseException:
+            s.close()
+            raise
+    try:
         data = b""
         try:
             try:

@@ -62,27 +62,33 @@ def lock_path(instance: str) -> str:
 
 def _open_nofollow(path: str, flags: int, mode: int = 0o600) -> int:
     """Open `path` without following a symlink; a file of ours only."""
+    # O_NONBLOCK: a FIFO planted at the name must not hang us (no effect on a regular file)
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+    except FileNotFoundError:
+        raise
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise IdentityError(f"{path} is a symlink: refusing to follow it (remove it)") from None
-        if e.errno in (errno.EACCES, errno.EPERM):
-            try:
-                st = os.lstat(path)
-            except OSError:
-                raise IdentityError(f"cannot open {path}: {e.strerror}") from None
-            raise IdentityError(f"{path} belongs to {owner_name(st.st_uid)}, not to you: "
-                                f"another user has taken this instance's name; remove it (as "
-                                f"root or that user) or use another instance name") from None
-        raise
+        try:
+            st = os.lstat(path)
+        except OSError:
+            raise IdentityError(f"cannot open {path}: {e.strerror}") from None
+        raise IdentityError(_not_ours(path, st)) from None
     st = os.fstat(fd)
     if st.st_uid != os.geteuid() or not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise IdentityError(f"{path} belongs to {owner_name(st.st_uid)}, not to you: another "
-                            f"user has taken this instance's name; remove it (as root or that "
-                            f"user) or use another instance name")
+        raise IdentityError(_not_ours(path, st))
     return fd
+
+
+def _not_ours(path: str, st: os.stat_result) -> str:
+    if st.st_uid != os.geteuid():
+        return (f"{path} belongs to {owner_name(st.st_uid)}, not to you: another user has "
+                f"taken this instance's name; remove it (as root or that user) or use another "
+                f"instance name")
+    return (f"{path} is not a regular file (mode {stat.filemode(st.st_mode)}); remove it or "
+            f"use another instance name")
 
 
 def _read(fd: int) -> Record | None:
@@ -243,6 +249,26 @@ def write_private(path: str, data: bytes) -> None:
     finally:
         os.close(fd)
     os.rename(tmp, path)
+
+
+def check_report_path(path: str) -> None:
+    """Raise OSError unless `path` can be written as a report: really opened, not just
+    os.access (which says yes to root everywhere), and without truncating anything."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except FileExistsError:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC | os.O_NONBLOCK)
+        os.close(fd)
+        return
+    os.close(fd)
+    os.unlink(path)
+
+
+def write_report(path: str, data: bytes) -> None:
+    """Write a report where the user asked, like a shell's `>`: into the file (or device, or
+    the file a symlink names), never replacing what is there by another file."""
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def read_private(path: str) -> bytes:

@@ -32,3 +32,18 @@ def bind_to_supervisor(argv: list[str]) -> None:
         pass
     if os.getppid() != expected:
         os._exit(70)  # the supervisor died while we were starting
+
+
+_early: list[int] = []
+
+
+def catch_early_signals() -> None:
+    """`hftd run`: from the first moment, a stop signal is remembered instead of killing the
+    process mid-import (a KeyboardInterrupt traceback, or click's "Aborted!"); the supervisor
+    acts on it once it is up (`early_signals`)."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+        signal.signal(sig, lambda signum, frame: _early.append(signum))
+
+
+def early_signals() -> list[int]:
+    return list(_early)

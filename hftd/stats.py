@@ -25,6 +25,7 @@ META_BYTES = 4096
 # header words
 H_MAGIC, H_VERSION, H_PID, H_STATE, H_HEARTBEAT, H_STARTED, H_N_VALUES, H_N_HISTS = range(8)
 H_META_LEN, H_RESTARTS, H_EXIT = 8, 9, 10
+H_LOST = 11  # events an agent held and could not pass on when a signal made it leave
 
 # agent states
 # STOPPED: it ended its stream (told to); EXITED: it left on a signal without that (to the
@@ -155,6 +156,7 @@ class StatsBlock:
             "pid": int(self.header[H_PID]),
             "heartbeat_ns": int(self.header[H_HEARTBEAT]),
             "restarts": int(self.header[H_RESTARTS]),
+            "lost_on_exit": int(self.header[H_LOST]),
             "values": {name: int(v) for (name, _), v in zip(self.schema.values, self.values)},
             "histograms": {
                 name: histogram.HistogramSnapshot(self.hist_words[i].copy())

@@ -30,7 +30,7 @@ import msgspec
 
 from . import agent as agent_mod
 from . import config as config_mod
-from . import identity
+from . import identity, lifeline
 from . import report as report_mod
 from . import control as control_mod
 from . import shm, stats, topology
@@ -45,6 +45,10 @@ from .systemd import Notifier
 LIVE_KEYS = (r"executor\.risk(\..*)?", r"idle(\..*)?", r"supervisor\.status_interval_s",
              r"strategies\[[^\]]+\]\.params(\..*)?")
 _LIVE = re.compile("|".join(f"(?:{k})" for k in LIVE_KEYS))
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)  # drain and stop (QUIT as nginx)
+# logrotate's "reopen logs" and stray timers: hftd logs to stderr, nothing to reopen
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
+SECOND_SIGNAL_S = 0.25
 # what agents must not inherit from systemd: the notify protocol is the supervisor's alone
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
@@ -129,6 +133,9 @@ class Supervisor:
         self.stopping = False
         self.force = False  # a second signal: stop now, whatever is left in the rings
         self.reload_requested = False
+        self.stop_requested_at = 0.0
+        self.ignored_signal = 0
+        self.failed = False  # a fatal error: stop at once, no drain
         self.notifier = Notifier()
         self.lock = identity.InstanceLock(self.instance)
         self.report: dict | None = None
@@ -139,6 +146,7 @@ class Supervisor:
         self.paused = False
         self.control_backlog: list[tuple[str, int, int]] = []  # (agent, kind, arg) not yet sent
         self.abandoned: dict[str, int] = {}
+        self.lost: dict[str, int] = {}
 
     def log(self, msg: str) -> None:
         print(f"hftd[{self.instance}]: {msg}", file=self.out, flush=True)
@@ -152,9 +160,13 @@ class Supervisor:
         runtime directory that must be fixed first)."""
         require_supported_platform()
         agent_mod.pin(self.cfg.supervisor.cpus)
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGHUP, self._on_hangup)
+        for sig in IGNORED_SIGNALS:
+            signal.signal(sig, self._on_ignored)
+        for signum in lifeline.early_signals():  # arrived while hftd was still importing
+            self._on_signal(signum, None)
         try:
             identity.check_runtime_dir(self.runtime_dir, create=True)
             self._lock()
@@ -163,6 +175,9 @@ class Supervisor:
             return 2
         except (identity.IdentityError, shm.NameTaken) as e:
             self.log(f"error: {e}")
+            return 1
+        except OSError as e:
+            self.log(f"error: cannot take the instance lock {self.lock.path}: {e.strerror}")
             return 1
         t0 = time.monotonic()
         rc = 1
@@ -174,6 +189,7 @@ class Supervisor:
             rc = self._monitor() if self._start_all() else 0
         except (SupervisorError, shm.NameTaken, OSError) as e:
             self.log(f"error: {e}")
+            self.failed = True
             rc = 1
         finally:
             self.stopping = True
@@ -196,13 +212,17 @@ class Supervisor:
             self.log("stop abandoned events: " + ", ".join(
                 f"{k} {v}" for k, v in self.abandoned.items()))
             rc = rc or 1
+        if self.lost:
+            self.log("events lost by agents that left on a signal (held, no room downstream): "
+                     + ", ".join(f"{k} {v}" for k, v in self.lost.items()))
+            rc = rc or 1
         quarantined = [a.name for a in self.agents if a.quarantined]
         if quarantined:
             self.log(f"quarantined during the run: {' '.join(quarantined)}")
             rc = rc or 1
         if self.report is not None and self.report_path:
             try:
-                identity.write_private(self.report_path, msgspec.json.format(
+                identity.write_report(self.report_path, msgspec.json.format(
                     msgspec.json.encode(self.report), indent=2) + b"\n")
                 self.log(f"report written to {self.report_path}")
             except OSError as e:
@@ -211,9 +231,17 @@ class Supervisor:
         return rc
 
     def _on_signal(self, signum, frame) -> None:
-        if self.stop_requested:
+        now = time.monotonic()
+        # one stop request often arrives as a burst (timeout(1) signals its child and then its
+        # process group): a second signal counts only once the first is SECOND_SIGNAL_S old
+        if self.stop_requested and now - self.stop_requested_at >= SECOND_SIGNAL_S:
             self.force = True
+        if not self.stop_requested:
+            self.stop_requested_at = now
         self.stop_requested = True
+
+    def _on_ignored(self, signum, frame) -> None:
+        self.ignored_signal = signum  # logged from the loop (no I/O in a signal handler)
 
     def _on_hangup(self, signum, frame) -> None:
         self.reload_requested = True
@@ -304,22 +332,20 @@ class Supervisor:
                     self._send(a.name, ControlKind.QUARANTINE, q.index)
 
     def _start_all(self) -> bool:
-        """Start every agent and wait until all run; False if asked to stop meanwhile."""
+        """Start every agent and wait until all run; False if asked to stop meanwhile. An
+        agent that dies while starting is handled by the restart policy like any crash."""
         for a in self.agents:
             self._spawn(a)
         deadline = time.monotonic() + self.cfg.supervisor.start_timeout_s
         while True:
-            states = {a.name: a.block.state for a in self.agents}
-            if all(s == stats.RUNNING and a.proc.poll() is None
-                   for a, s in zip(self.agents, states.values())):
+            self._check_agents()
+            self._flush_control()
+            if all(a.out or (a.restart_at is None and a.proc.poll() is None
+                             and a.block.state == stats.RUNNING) for a in self.agents):
                 break
-            for a in self.agents:
-                rc = a.proc.poll()
-                if rc is not None:
-                    raise SupervisorError(f"agent {a.name} {describe_exit(rc, a.block.state)} "
-                                          f"while starting")
             if time.monotonic() > deadline:
-                slow = [n for n, s in states.items() if s < stats.RUNNING]
+                slow = [a.name for a in self.agents
+                        if not a.out and a.block.state != stats.RUNNING]
                 raise SupervisorError(
                     f"agents {slow} not up within {self.cfg.supervisor.start_timeout_s} s")
             if self.stop_requested:
@@ -327,7 +353,7 @@ class Supervisor:
                 return False
             self.server.poll(0.01)
         self._start_producer()
-        pids = " ".join(f"{a.name}={a.proc.pid}" for a in self.agents)
+        pids = " ".join(f"{a.name}={a.proc.pid}" for a in self.agents if not a.out)
         self.log(f"pipeline up: {pids}")
         self.notifier.ready(f"running: {pids}")
         return True
@@ -513,6 +539,10 @@ class Supervisor:
         next_watchdog = started
         last = self.view.sample()
         while True:
+            if self.ignored_signal:
+                self.log(f"{signal.Signals(self.ignored_signal).name} ignored (SIGINT/SIGTERM "
+                         f"stop, SIGHUP reloads)")
+                self.ignored_signal = 0
             if self.reload_requested:
                 self.reload_requested = False
                 try:
@@ -569,7 +599,7 @@ class Supervisor:
         waiting_for = 0
         deadline = time.monotonic() + timeout
         drained = False
-        while not self.force:
+        while not (self.force or self.failed):
             producer = self.agents[0]
             if (not producer.told_to_stop and producer.restart_at is None
                     and producer.proc is not None and producer.proc.poll() is None):
@@ -638,4 +668,7 @@ class Supervisor:
         rep["pids"] = {a.name: a.proc.pid for a in self.agents if a.proc is not None}
         rep["quarantined"] = [a.name for a in self.agents if a.quarantined]
         rep["abandoned"] = dict(self.abandoned)
+        self.lost = {a.name: int(a.block.q_header[stats.H_LOST]) for a in self.agents
+                     if a.block.q_header[stats.H_LOST]}
+        rep["lost_on_exit"] = dict(self.lost)
         return rep

@@ -98,13 +98,34 @@ def test_stop_and_status_of_a_stopped_instance(instance):
         assert "Traceback" not in res.stderr
 
 
-def test_an_unwritable_report_path_is_refused_before_the_run(instance, tmp_path):
+@pytest.mark.parametrize("where", ["missing dir", "proc"])
+def test_an_unwritable_report_path_is_refused_before_the_run(instance, tmp_path, where):
+    """Really opened, not os.access: root may "access" /proc, yet cannot create a file there."""
+    path = {"missing dir": str(tmp_path / "no" / "such" / "dir" / "r.json"),
+            "proc": f"/proc/{instance}.json"}[where]
     cfg = _config(tmp_path, instance, tmp_path / "run")
-    res = hftd("run", "--config", cfg, "--ticks", "10", "--report",
-               str(tmp_path / "no" / "such" / "dir" / "r.json"))
-    assert res.returncode == 2
-    assert "does not exist" in res.stderr and "Traceback" not in res.stderr
+    res = hftd("run", "--config", cfg, "--ticks", "10", "--report", path)
+    assert res.returncode == 2, res.stderr
+    assert f"--report {path}: cannot be written" in res.stderr
+    assert "Traceback" not in res.stderr and "pipeline up" not in res.stderr
     assert shm.leftovers(instance) == []
+
+
+def test_the_report_is_written_into_what_the_path_names(instance, tmp_path):
+    """Like a shell's `>`: a symlink's target gets the report and stays a symlink; a
+    character device (a private /dev/null) stays a device."""
+    target = tmp_path / "target.json"
+    target.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | 0o020000, os.makedev(1, 3))
+    cfg = _config(tmp_path, instance, tmp_path / "run")
+    for path in (link, null):
+        res = hftd("run", "--config", cfg, "--ticks", "100", "--report", str(path))
+        assert res.returncode == 0, res.stderr
+    assert link.is_symlink() and json.loads(target.read_text())["ticks"]["received"] == 100
+    assert os.stat(null).st_rdev == os.makedev(1, 3) and not null.is_file()
 
 
 @pytest.mark.parametrize("problem", ["mode", "symlink", "file"])
