@@ -2,8 +2,11 @@
 
 - The tick stream: hftd's own synthetic feed (same seed, same ticks, same order), encoded
   as hftd's msgspec `Tick`.
-- The strategy: hftd's sample `Momentum` strategy, hosted by `StrategyHost`, so every
-  design sends the same orders for the same ticks.
+- The strategy: hftd's sample `Momentum` strategy, hosted by `StrategyHost` through hftd's
+  own `StrategyApi` (its book of orders and positions), so every design sends the same
+  orders for the same ticks. The baselines have no market data at their "venue": it fills
+  every order in full at once (`fill_for`), which is what they are measured with; hftd's
+  executor runs its real fill model.
 - The clock: `time.monotonic_ns()` (CLOCK_MONOTONIC, one clock for all processes).
   `t_ingest` is stamped when the producer takes a tick from the feed; tick-to-trade is
   measured by the executor when the order arrives there, as `now - t_ingest`.
@@ -20,7 +23,7 @@ import time
 import msgspec
 import numpy as np
 
-from hftd.config import SyntheticFeedConfig
+from hftd.config import Config, SyntheticFeedConfig
 from hftd.events import OrderReport, OrderRequest, ReportKind, Tick
 from hftd.feeds import column
 from hftd.feeds.synthetic import SyntheticFeed
@@ -68,43 +71,41 @@ class TickSource:
 
 
 class StrategyHost:
-    """hftd's sample strategy outside hftd: `on_tick` returns the orders it sent."""
+    """hftd's sample strategy outside hftd: `on_tick` returns the orders it sent; reports go
+    back through `on_report` (applied to the strategy's book, then its callbacks)."""
 
     def __init__(self, params: dict | None = None):
         self.orders: list[OrderRequest] = []
-        self.api = StrategyApi([f"I{i}" for i in range(N_INSTRUMENTS)], self._submit)
+        cfg = Config()  # the default instruments, as contracts
+        self.api = StrategyApi([f"I{i}" for i in range(N_INSTRUMENTS)],
+                               cfg.contracts()[:N_INSTRUMENTS], self.orders.append)
         self.strategy = Momentum(self.api, params or {})
         self.strategy.on_start()
-        self.current_t_ingest = 0
-        self.next_id = 1
-
-    def _submit(self, instrument, side, qty, price, ref_price) -> int:
-        oid = self.next_id
-        self.next_id += 1
-        self.orders.append(OrderRequest(0, self.current_t_ingest, oid, instrument, side, qty,
-                                        price, ref_price))
-        return oid
 
     def on_tick(self, tick: Tick) -> list[OrderRequest]:
-        self.current_t_ingest = tick.t_ingest
+        self.api.tick = tick
         self.api.last_price[tick.instrument] = tick.price
         self.strategy.on_tick(tick)
-        out, self.orders = self.orders, []
+        self.api.tick = None
+        if not self.orders:
+            return self.orders
+        out = self.orders[:]
+        self.orders.clear()
         return out
 
     def on_report(self, r: OrderReport) -> None:
-        if r.kind == ReportKind.FILL:
-            self.api.positions[r.instrument] += r.side * r.qty
-            self.api.working[r.instrument] -= r.side * r.qty
-        elif r.kind == ReportKind.REJECT:
-            self.api.working[r.instrument] -= r.side * r.qty
-        self.strategy.on_report(r)
+        o = self.api.apply_report(r)
+        if o is not None:
+            if r.kind == ReportKind.FILL:
+                self.strategy.on_fill(r)
+            self.strategy.on_order(o)
 
 
 def fill_for(order: OrderRequest) -> OrderReport:
-    """The simulated venue's answer (as hftd's: market order filled at the reference price)."""
+    """The baselines' venue: every order filled in full at once, at its limit price (a market
+    order at 1 tick: they have no market data, and the benchmark measures transport)."""
     return OrderReport(order.seq, order.t_ingest, order.order_id, ReportKind.FILL,
-                       order.instrument, order.side, order.qty, order.ref_price)
+                       order.instrument, order.side, order.qty, order.price or 1, 0, order.qty, 0)
 
 
 def percentiles_us(samples_ns) -> dict:

@@ -83,9 +83,22 @@ def _check_cpus(cpus: list[int]) -> None:
 _DECIMAL_RE = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 
 
+_CURRENCY_RE = re.compile(r"[A-Z]{3}")
+MAX_MULTIPLIER = 1e9  # currency per price point: far beyond any contract
+MAX_FEE = 1e9  # currency per lot
+
+
 class Instrument(_Base):
+    """A contract: what turns an integer price in ticks into money (hftd.trading.instruments).
+    The defaults make a bare `symbol` a 1-unit contract with no costs; the embedded default
+    instruments are TAIFEX's index futures."""
+
     symbol: str
     tick_size: str = "1"  # one price unit, as a decimal string (prices travel as integer ticks)
+    multiplier: float = 1.0  # currency per price point (TX 200, MTX 50, TMF 10: NTD)
+    currency: str = "TWD"  # ISO 4217 code; every instrument of an instance has the same one
+    fee_per_lot: float = 0.0  # currency per lot and side (the broker's and exchange's fees)
+    tax_rate: float = 0.0  # transaction tax, share of the notional per side (TAIFEX index futures: 0.00002)
 
     def __post_init__(self):
         s = self.symbol
@@ -96,6 +109,20 @@ class Instrument(_Base):
             raise ValueError(f"tick_size {_short(self.tick_size)} must be a positive decimal "
                              f"number written with digits and an optional '.', such as '1' or "
                              f"'0.05'")
+        _float_in("multiplier", self.multiplier, 0, MAX_MULTIPLIER, above=True)
+        if not _CURRENCY_RE.fullmatch(self.currency):
+            raise ValueError(f"currency {_short(self.currency)} must be a 3-letter ISO 4217 "
+                             f"code in capitals, such as 'TWD'")
+        _float_in("fee_per_lot", self.fee_per_lot, 0, MAX_FEE)
+        _float_in("tax_rate", self.tax_rate, 0, 0.1, why=" (a share of the notional)")
+
+    def contract(self):
+        """The hftd.trading Contract of this instrument."""
+        from .trading.instruments import Contract
+
+        return Contract(symbol=self.symbol, tick_size=self.tick_size, multiplier=self.multiplier,
+                        currency=self.currency, fee_per_lot=self.fee_per_lot,
+                        tax_rate=self.tax_rate)
 
 
 Policy = Literal["block", "conflate", "drop"]
@@ -245,6 +272,8 @@ class DispatcherConfig(_Base):
 
 _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,30}")  # always fullmatch: `$` takes a "\n"
 MAX_STRATEGIES = 64
+# ring names a strategy's ticks ring (ticks.<name>) must not take
+RESERVED_STRATEGY_NAMES = {"in": "producer's ring", "executor": "executor's market data ring"}
 MAX_INSTRUMENTS = 65536
 
 
@@ -297,6 +326,9 @@ class StrategyConfig(_Base):
                 f"name {_short(self.name)} is invalid: a letter, then up to 30 letters, digits "
                 f"or '_'"
             )
+        if self.name in RESERVED_STRATEGY_NAMES:
+            raise ValueError(f"name {self.name!r} is reserved: ticks.{self.name} is the "
+                             f"{RESERVED_STRATEGY_NAMES[self.name]}")
         if not _class_path_ok(self.class_):
             raise ValueError(f"class {_short(self.class_)} must look like "
                              f"'package.module:ClassName' (Python identifiers)")
@@ -311,26 +343,63 @@ class StrategyConfig(_Base):
         _batches_ok(self.batch_min, self.batch)
 
 
+MAX_ORDER_RATE = 1e6  # orders per second
+
+
 class RiskConfig(_Base):
+    """Pre-trade risk limits of the executor (hftd.trading.risk); `hftd reload` may change
+    them live. A rate, band or loss limit of 0 is off."""
+
     max_order_qty: int = 10
-    max_position: int = 50  # absolute net position per instrument and strategy
+    max_position: int = 50  # absolute net position (filled + working) per instrument and strategy
+    max_working_orders: int = 50  # working orders per strategy, all instruments
+    order_rate: float = 2000.0  # orders/s per strategy (a token bucket; 0 = unlimited) ...
+    order_burst: int = 200  # ... holding this many tokens
+    instance_order_rate: float = 5000.0  # orders/s of the whole instance ...
+    instance_order_burst: int = 500  # ... holding this many tokens
+    price_band_ticks: int = 0  # a limit price more than this many ticks from the last trade is rejected
+    price_band_pct: float = 3.0  # ... or more than this % of it away
+    daily_loss_limit: float = 0.0  # net P&L (currency) at or below -limit trips the kill switch
 
     def __post_init__(self):
         _int_in("max_order_qty", self.max_order_qty, 1, MAX_QTY)
         _int_in("max_position", self.max_position, 1, 1000 * MAX_QTY)
+        _int_in("max_working_orders", self.max_working_orders, 1, 1_000_000)
+        for rate, burst in (("order_rate", "order_burst"),
+                            ("instance_order_rate", "instance_order_burst")):
+            _float_in(rate, getattr(self, rate), 0, MAX_ORDER_RATE)
+            _int_in(burst, getattr(self, burst), 0, 1_000_000)
+            if getattr(self, rate) > 0 and getattr(self, burst) < 1:
+                raise ValueError(f"{burst} must be >= 1 when {rate} is set (a bucket of 0 "
+                                 f"tokens refuses every order)")
+        _int_in("price_band_ticks", self.price_band_ticks, 0, INT64_MAX)
+        _float_in("price_band_pct", self.price_band_pct, 0, 1000)
+        _float_in("daily_loss_limit", self.daily_loss_limit, 0, 1e18)
+
+    def limits(self):
+        """These limits as the hftd.trading RiskLimits the executor's RiskEngine takes."""
+        from .trading.risk import RiskLimits
+
+        return RiskLimits(**msgspec.structs.asdict(self))
 
 
 class SimVenueConfig(_Base):
-    latency_us: float = 0.0  # ack and fill this long after the order reaches the venue
+    latency_us: float = 0.0  # orders, cancels and replaces reach the venue this long after they are sent
+    ioc_window_us: float = 0.0  # an IOC/FOK order that sees no trade within this expires; 0 = waits for the next trade
 
     def __post_init__(self):
         if not (0 <= self.latency_us < 60e6):
             raise ValueError(f"latency_us must be between 0 and 60e6, got {self.latency_us}")
+        if not (0 <= self.ioc_window_us < 60e6):
+            raise ValueError(f"ioc_window_us must be between 0 and 60e6, got "
+                             f"{self.ioc_window_us}")
 
 
 class ExecutorConfig(_Base):
     cpus: list[int] = []
     venue: Literal["sim"] = "sim"
+    # the flow policy of ticks.executor, the market data the dispatcher sends the venue
+    market_data_policy: Literal["block", "conflate"] = "block"
     sim: SimVenueConfig = msgspec.field(default_factory=SimVenueConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
 
@@ -429,13 +498,24 @@ def _runtime_dir_origin(cfg) -> str:
 
 
 def _default_instruments() -> list[Instrument]:
-    return [Instrument(symbol="TXF"), Instrument(symbol="MXF"), Instrument(symbol="TMF"),
-            Instrument(symbol="TE", tick_size="0.05"), Instrument(symbol="TF", tick_size="0.2")]
+    """TAIFEX's index futures (hftd.trading.instruments.TAIFEX_DEFAULTS), by product code:
+    TAIEX (TXF), mini (MXF), micro (TMF), electronics (TE), finance (TF)."""
+    from .trading.instruments import TAIFEX_DEFAULTS as T
+
+    def taifex(symbol: str, product: str) -> Instrument:
+        d = T[product]
+        return Instrument(symbol=symbol, tick_size=d["tick_size"],
+                          multiplier=float(d["multiplier"]), currency=d["currency"],
+                          tax_rate=float(d["tax_rate"]))
+
+    return [taifex("TXF", "TX"), taifex("MXF", "MTX"), taifex("TMF", "TMF"), taifex("TE", "TE"),
+            taifex("TF", "TF")]
 
 
 class Config(_Base):
     instance: str = "default"
     runtime_dir: str = ""  # lock file and agent spec; "" = $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/hftd or /tmp/hftd-UID
+    state_dir: str = ""  # what outlives a run (conditions); "" = $STATE_DIRECTORY, $XDG_STATE_HOME/hftd or ~/.local/state/hftd
     instruments: list[Instrument] = msgspec.field(default_factory=_default_instruments)
     rings: RingsConfig = msgspec.field(default_factory=RingsConfig)
     idle: IdleConfig = msgspec.field(default_factory=IdleConfig)
@@ -464,6 +544,12 @@ class Config(_Base):
         if again is not None:
             raise ValueError(f"instruments[{again}].symbol: {_short(symbols[again])} is listed "
                              f"twice (also instruments[{symbols.index(symbols[again])}])")
+        currencies = [i.currency for i in self.instruments]
+        if len(set(currencies)) > 1:
+            odd = next(k for k, c in enumerate(currencies) if c != currencies[0])
+            raise ValueError(f"instruments[{odd}].currency: {currencies[odd]!r} differs from "
+                             f"instruments[0].currency {currencies[0]!r}: an instance's P&L "
+                             f"is summed in one currency")
         names = [s.name for s in self.strategies]
         if not names:
             raise ValueError("strategies: at least one strategy is needed")
@@ -491,6 +577,10 @@ class Config(_Base):
     def symbols(self) -> list[str]:
         return [i.symbol for i in self.instruments]
 
+    def contracts(self) -> list:
+        """The instruments as hftd.trading Contracts, by instrument id."""
+        return [i.contract() for i in self.instruments]
+
     def ticks_policy(self, strategy: StrategyConfig | None = None) -> str:
         """Policy of `strategy`'s ticks ring, or of ticks.in when None."""
         return (strategy and strategy.policy) or self.rings.ticks.policy
@@ -500,6 +590,17 @@ class Config(_Base):
         syms = self.symbols()
         wanted = strategy.instruments or syms
         return [syms.index(s) for s in wanted]
+
+    def resolved_state_dir(self) -> str:
+        """This instance's state directory (a directory per instance under the base)."""
+        base = self.state_dir
+        if not base and os.environ.get("STATE_DIRECTORY"):  # systemd StateDirectory=
+            base = os.environ["STATE_DIRECTORY"].split(":")[0]
+        if not base:
+            xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(
+                os.path.expanduser("~"), ".local", "state")
+            base = os.path.join(xdg, "hftd")
+        return os.path.join(base, self.instance)
 
     def resolved_runtime_dir(self) -> str:
         if self.runtime_dir:
@@ -644,6 +745,9 @@ def check_runnable(cfg: Config, source: str | None = None) -> None:
     why = _shm_problem(cfg)
     if why:
         raise ConfigError(f"{where}rings: {why}")
+    why = _stats_problem(cfg)
+    if why:
+        raise ConfigError(f"{where}{why}")
     from .stages.strategy import load_strategy_class
 
     for s in cfg.strategies:
@@ -706,6 +810,26 @@ def _shm_problem(cfg: Config) -> str | None:
         return (f"the instance's {len(specs)} rings need {need >> 20} MiB of shared memory, "
                 f"more than the {have >> 20} MiB of {shm.SHM_DIR} (make rings.*.capacity or "
                 f"slot_size smaller)")
+    return None
+
+
+def _stats_problem(cfg: Config) -> str | None:
+    """Why an agent's stats block could not describe itself, or None: the executor keeps a
+    position and its P&L per strategy and routed instrument, each a named value, and the
+    names must fit the block's directory (stats.META_BYTES)."""
+    import msgspec as _m
+
+    from . import stats, topology
+    from .stages import ROLES
+
+    for a in topology.agents(cfg):
+        size = len(_m.json.encode(ROLES[a.role].schema(cfg)))
+        if size > stats.META_BYTES:
+            return (f"strategies, instruments: the {a.name} agent would keep "
+                    f"{len(ROLES[a.role].schema(cfg).values)} named values (per strategy and "
+                    f"routed instrument), a {size}-byte directory, over the {stats.META_BYTES} "
+                    f"bytes a stats block has: route fewer instruments to each strategy "
+                    f"(strategies[NAME].instruments) or use fewer strategies")
     return None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .report import accounting_lines
+from .report import accounting_lines, order_lines, position_lines
 
 
 def _us(v) -> str:
@@ -40,11 +40,10 @@ def render(st: dict) -> str:
                                               ("p50", "p90", "p99", "p99.9", "max"))
                      + f"{lat['count']:>12,}")
     t = st["ticks"]
-    o = st["orders"]
     lines.append(f"ticks: received {t['received']:,} published {t['published']:,} delivered "
                  f"{t['delivered_to_strategies']:,} rejected {t['rejected']:,} conflated "
                  f"{t['conflated']:,} dropped {t['dropped']:,} seq gaps {t['seq_gaps']:,}")
-    lines.append(f"orders: sent {o['sent']:,} acks {o['acks']:,} fills {o['fills']:,} rejects "
-                 f"{o['rejects']:,} canceled {o['canceled']:,}")
+    lines.extend(order_lines(st))
+    lines.extend(position_lines(st))
     lines.extend(accounting_lines(st))
     return "\n".join(lines)

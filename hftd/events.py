@@ -10,6 +10,14 @@ is one clock for every process on the machine.
 ``seq`` is the per-ring sequence number of the event (its position in the ring it was
 written to); for ticks it is the producer's sequence, which stays with the tick end to end.
 ``t_ingest`` is when the producer took the originating tick from its feed.
+
+Orders: a strategy names each of its orders with a client order id, unique for the
+instance's whole life (the strategy's index in its top 24 bits, a counter below: see
+hftd/stages/strategy.py). An `OrderRequest` is a NEW order, or a CANCEL or REPLACE of a
+working one (REPLACE carries the order's new total quantity and price). The executor answers
+with `OrderReport`s; every order gets exactly one terminal report (REJECT, the FILL that
+completes it, CANCELED or EXPIRED), and every report carries the order's cumulative `filled`
+and its `leaves` after the event, so either side can check the other's arithmetic.
 """
 
 from __future__ import annotations
@@ -19,9 +27,19 @@ import enum
 import msgspec
 
 
+# Client order ids: (strategy index << ORDER_ID_SHIFT) | n, n = 1, 2, 3, ... per strategy
+ORDER_ID_SHIFT = 40
+
+
 class Side(enum.IntEnum):
     BUY = 1
     SELL = -1
+
+
+class OrderAction(enum.IntEnum):
+    NEW = 0
+    CANCEL = 1
+    REPLACE = 2  # qty: the order's new total quantity (> filled); price: its new price
 
 
 class ReportKind(enum.IntEnum):
@@ -41,6 +59,7 @@ class ControlKind(enum.IntEnum):
     RELOAD = 4  # re-read the instance's config spec and apply what may change live
     START = 5  # the whole pipeline is up: the producer may begin taking ticks
     QUARANTINE = 6  # strategy number `arg` is given up: stop feeding / serving it
+    COMMAND = 7  # a command for this agent waits in the runtime dir (hftd.commands); arg = seq
 
 
 class RejectReason(enum.IntEnum):
@@ -57,7 +76,9 @@ class RejectReason(enum.IntEnum):
     NO_LAST_PRICE = 10  # a market order with no last trade to bound it
     DAILY_LOSS = 11  # the daily loss limit was crossed: kill switch
     BAD_PRICE = 12  # a limit price that is not positive
-    UNKNOWN_ORDER = 13  # cancel/replace of an order the executor does not know
+    UNKNOWN_ORDER = 13  # cancel/replace of an order the executor does not know (or that ended)
+    DUPLICATE_ORDER_ID = 14  # a client order id already used, or not the strategy's own
+    BAD_ORDER = 15  # an unknown action, order type or time in force; a market order with a price
 
 
 class Tick(msgspec.Struct, array_like=True, tag=1, gc=False):
@@ -72,24 +93,31 @@ class Tick(msgspec.Struct, array_like=True, tag=1, gc=False):
 class OrderRequest(msgspec.Struct, array_like=True, tag=2, gc=False):
     seq: int
     t_ingest: int  # t_ingest of the tick that caused the order: tick-to-trade starts there
-    order_id: int
+    order_id: int  # client order id (CANCEL/REPLACE: of the order to change)
+    action: int  # OrderAction
     instrument: int
     side: int  # Side
-    qty: int
-    price: int = 0  # limit price in ticks; 0 = market
-    ref_price: int = 0  # last traded price the strategy saw (the simulated venue fills here)
+    qty: int  # NEW: order quantity; REPLACE: new total quantity; CANCEL: 0
+    price: int = 0  # limit price in ticks; 0 with a market order
+    ord_type: int = 0  # hftd.trading.OrdType: MARKET 0, LIMIT 1
+    tif: int = 0  # hftd.trading.TimeInForce: ROD 0, IOC 1, FOK 2
+    tick_seq: int = -1  # seq of the tick whose on_tick sent it (-1: sent outside on_tick)
 
 
 class OrderReport(msgspec.Struct, array_like=True, tag=3, gc=False):
     seq: int
-    t_ingest: int
+    t_ingest: int  # the order's t_ingest (of the tick that caused it)
     order_id: int
     kind: int  # ReportKind
     instrument: int
     side: int
-    qty: int  # filled quantity for FILL, order quantity otherwise
-    price: int = 0  # fill price in ticks
-    reason: int = 0  # RejectReason
+    # FILL: the fill's quantity; ACK, REJECT: the order's; REPLACED: the new total quantity;
+    # CANCELED, EXPIRED: the leaves that ended; CANCEL_REJECTED: 0
+    qty: int
+    price: int = 0  # FILL: the fill price; REPLACED: the new price; else the order's price
+    reason: int = 0  # RejectReason (REJECT, CANCEL_REJECTED)
+    filled: int = 0  # the order's cumulative filled quantity after this event
+    leaves: int = 0  # the order's quantity still working after this event (0 once ended)
 
 
 class Control(msgspec.Struct, array_like=True, tag=4, gc=False):

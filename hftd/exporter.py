@@ -23,6 +23,9 @@ _BOUNDS_NS = np.array([round(b * 1e9) for b in LATENCY_BUCKETS_S], dtype=np.int6
 
 # counters that have a metric of their own, not hftd_events_total
 _OWN = {"conflated", "dropped", "rejected", "alarms"}
+# the executor's per (strategy, instrument) values (hftd.stages.executor.POSITION_VALUES):
+# exported as hftd_position / hftd_pnl / hftd_traded_lots_total, not as stage levels
+_POSITION = {"pos", "avg", "realized", "unrealized", "fees", "tax", "volume"}
 
 
 def _histogram(fam: HistogramMetricFamily, labels: list[str], snap) -> None:
@@ -66,13 +69,33 @@ class HftdCollector:
                                        labels=["reason"])
         alarms = CounterMetricFamily("hftd_alarms", "Blocks past their deadline (each trips the "
                                      "kill switch)", labels=["stage"])
+        order_rejects = CounterMetricFamily(
+            "hftd_order_rejects", "Orders refused by the executor (NEW: REJECT; cancel/replace: "
+            "CANCEL_REJECTED), by reason", labels=["reason"])
+        position = GaugeMetricFamily("hftd_position", "Net position in lots (long > 0), the "
+                                     "executor's book", labels=["strategy", "instrument"])
+        pnl = GaugeMetricFamily("hftd_pnl", "P&L in the instruments' currency: realized, "
+                                "unrealized (at the last trade), fees, tax, and net = realized + "
+                                "unrealized - fees - tax", labels=["strategy", "instrument",
+                                                                   "component"])
+        avg = GaugeMetricFamily("hftd_position_avg_price_ticks", "Average open price of the "
+                                "position, in ticks (0 when flat)",
+                                labels=["strategy", "instrument"])
+        lots = CounterMetricFamily("hftd_traded_lots", "Lots traded, both sides",
+                                   labels=["strategy", "instrument"])
         for a in v.agents:
             block = v.blocks[a.name]
             snap = block.snapshot()
             vals = snap["values"]
+            if a.role == "executor":
+                _positions(vals, position, pnl, avg, lots)
             for name, kind in block.schema.values:
                 value = vals[name]
-                if kind != COUNTER:
+                if a.role == "executor" and name.split(".", 1)[0] in _POSITION:
+                    continue
+                if a.role == "executor" and name.startswith("risk_reject."):
+                    order_rejects.add_metric([name.split(".", 1)[1]], value)
+                elif kind != COUNTER:
                     gauges.add_metric([a.name, name], value)
                 elif name == "alarms":
                     alarms.add_metric([a.name], value)
@@ -95,7 +118,8 @@ class HftdCollector:
                 _histogram(stage_lat, [a.name], hists["stage"])
             if "tick_to_trade" in hists:
                 _histogram(t2t, [], hists["tick_to_trade"])
-        yield from (stage_lat, t2t, events, gauges, conflated, dropped, rejected, alarms)
+        yield from (stage_lat, t2t, events, gauges, conflated, dropped, rejected, alarms,
+                    order_rejects, position, pnl, avg, lots)
 
         occ = GaugeMetricFamily("hftd_ring_occupancy_ratio", "Ring occupancy (write - read cursor) "
                                 "over capacity", labels=["ring"])
@@ -136,6 +160,23 @@ class HftdCollector:
         paused = GaugeMetricFamily("hftd_trading_paused", "1 while the kill switch is on")
         paused.add_metric([], v.blocks["executor"].get("paused"))
         yield from (up, age, restarts, cpu, rss, paused)
+
+
+def _positions(vals: dict, position, pnl, avg, lots) -> None:
+    """The executor's `pos.<strategy>.<symbol>` and its siblings (money in hundredths)."""
+    for key, qty in vals.items():
+        if not key.startswith("pos."):
+            continue
+        _, strategy, symbol = key.split(".", 2)
+        sfx = f"{strategy}.{symbol}"
+        labels = [strategy, symbol]
+        money = {k: vals[f"{k}.{sfx}"] / 100 for k in ("realized", "unrealized", "fees", "tax")}
+        money["net"] = money["realized"] + money["unrealized"] - money["fees"] - money["tax"]
+        position.add_metric(labels, qty)
+        avg.add_metric(labels, vals[f"avg.{sfx}"] / 1e6)
+        lots.add_metric(labels, vals[f"volume.{sfx}"])
+        for component, x in money.items():
+            pnl.add_metric(labels + [component], x)
 
 
 def serve(view: InstanceView, host: str, port: int):

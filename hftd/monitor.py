@@ -94,7 +94,7 @@ class InstanceView:
 
     def report(self, wall_time_s: float = 0.0) -> dict:
         agents = {a.name: (a.role, self.blocks[a.name].snapshot()) for a in self.agents}
-        return report_mod.build(agents, self.ring_states(), wall_time_s)
+        return report_mod.build(agents, self.ring_states(), wall_time_s, self.cfg)
 
     def status(self, rate_window_s: float = 0.5, since: tuple | None = None) -> dict:
         """Everything `hftd status --json` prints: the report's figures, agent health, and
@@ -115,7 +115,7 @@ class InstanceView:
         return time.monotonic(), {
             "ticks_received": self.blocks["producer"].get("received"),
             "ticks_delivered": sum(self.blocks[s].get("ticks_in") for s in strategies),
-            "orders": sum(self.blocks[s].get("orders_out") for s in strategies),
+            "orders": sum(self.blocks[s].get("new_orders") for s in strategies),
             "fills": self.blocks["executor"].get("fills"),
         }
 

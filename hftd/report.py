@@ -1,12 +1,16 @@
-"""The run report: counts, accounting and latency percentiles from the stats blocks and rings.
+"""The run report: counts, accounting, orders, positions and P&L, and latency percentiles from
+the stats blocks and rings.
 
-One function builds it from snapshots, so `hftd run`'s summary, `--report FILE` and (later)
-`hftd status --json` show the same numbers.
+One function builds it from snapshots, so `hftd run`'s summary, `--report FILE` and
+`hftd status` show the same numbers. Orders are counted twice, independently: by each
+strategy (from the reports it applied to its own book) and by the executor; so are
+positions (the executor's `pos.<strategy>.<symbol>` against the strategy's `pos.<symbol>`).
 """
 
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 
 PCTS = (50, 90, 99, 99.9)
 
@@ -26,8 +30,14 @@ def latency_us(h) -> dict:
     return out
 
 
-def build(agents: dict, rings: dict, wall_time_s: float) -> dict:
-    """`agents`: name -> (role, StatsBlock.snapshot()); `rings`: name -> ring state dict."""
+ORDER_COUNTS = ("acks", "rejects", "fills", "filled", "canceled", "expired", "replaced",
+                "cancel_rejects", "illegal_transitions")
+MONEY = ("realized", "unrealized", "fees", "tax", "pnl")
+
+
+def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
+    """`agents`: name -> (role, StatsBlock.snapshot()); `rings`: name -> ring state dict;
+    `cfg`: the instance's config (for tick sizes and the currency; optional)."""
     stages = {}
     for name, (role, snap) in agents.items():
         v = snap["values"]
@@ -38,7 +48,9 @@ def build(agents: dict, rings: dict, wall_time_s: float) -> dict:
             "latency_us": latency_us(snap["histograms"]["stage"]),
         }
     prod = agents["producer"][1]["values"]
-    strategies = [snap["values"] for role, snap in agents.values() if role == "strategy"]
+    by_name = {name.split(".", 1)[1]: snap["values"] for name, (role, snap) in agents.items()
+               if role == "strategy"}
+    strategies = list(by_name.values())
     execu = agents["executor"][1]
     ev = execu["values"]
     last = max((s["last_tick_ns"] for s in strategies), default=0)
@@ -62,6 +74,19 @@ def build(agents: dict, rings: dict, wall_time_s: float) -> dict:
                          dropped=disp[f"dropped.{s}"], quarantined=disp[f"quarantined.{s}"],
                          conflation_pending=disp[f"conflation_pending.{s}"])
         flow["rings"][name] = entry
+    orders = {"sent": sum(s["new_orders"] for s in strategies), "received": ev["new_in"],
+              **{k: ev[k] for k in ORDER_COUNTS},
+              "cancels": ev["cancels_in"], "replaces": ev["replaces_in"],
+              "working": ev["working_orders"],
+              "rejects_by_reason": {k.split(".", 1)[1]: n for k, n in ev.items()
+                                    if k.startswith("risk_reject.") and n},
+              "by_strategy": {name: {"sent": v["new_orders"], "cancels": v["cancels_sent"],
+                                     "replaces": v["replaces_sent"],
+                                     **{k: v[k] for k in ORDER_COUNTS},
+                                     "working": v["working_orders"],
+                                     "report_mismatches": v["report_mismatches"],
+                                     "refused": v["orders_refused"]}
+                              for name, v in by_name.items()}}
     return {
         "flow": flow,
         "wall_time_s": round(wall_time_s, 3),
@@ -73,15 +98,46 @@ def build(agents: dict, rings: dict, wall_time_s: float) -> dict:
             "rejected": prod["rejected"], "delivered_to_strategies": delivered,
             "seq_gaps": sum(s["seq_gaps"] for s in strategies),
         },
-        "orders": {
-            "sent": sum(s["orders_out"] for s in strategies), "received": ev["orders_in"],
-            "acks": ev["acks"], "fills": ev["fills"], "rejects": ev["rejects"],
-            "canceled": ev["canceled"],
-        },
+        "orders": orders,
+        "positions": positions(ev, by_name, cfg),
         "tick_to_trade_us": latency_us(execu["histograms"]["tick_to_trade"]),
         "stages": stages,
         "rings": rings,
     }
+
+
+def positions(ev: dict, by_strategy: dict, cfg=None) -> dict:
+    """Positions and P&L per strategy and instrument from the executor's values (money in
+    hundredths of the currency there, floats here), each with the strategy's own view, plus
+    totals per strategy and for the instance."""
+    ticks = {i.symbol: Decimal(i.tick_size) for i in cfg.instruments} if cfg else {}
+    rows = []
+    totals: dict[str, dict] = {}
+    total = dict.fromkeys(MONEY, 0.0) | {"volume": 0}
+    for key, qty in ev.items():
+        if not key.startswith("pos."):
+            continue
+        _, strategy, symbol = key.split(".", 2)
+        sfx = f"{strategy}.{symbol}"
+        row = {"strategy": strategy, "symbol": symbol, "qty": qty,
+               "avg_price": float(Decimal(ev[f"avg.{sfx}"]) / 1_000_000 * ticks.get(symbol, 1)),
+               **{k: ev[f"{k}.{sfx}"] / 100 for k in ("realized", "unrealized", "fees", "tax")},
+               "volume": ev[f"volume.{sfx}"]}
+        if not (row["volume"] or qty):
+            continue
+        row["pnl"] = row["realized"] + row["unrealized"] - row["fees"] - row["tax"]
+        own = by_strategy.get(strategy, {})
+        if f"pos.{symbol}" in own:
+            row["strategy_view"] = {"qty": own[f"pos.{symbol}"],
+                                    **{k: own[f"{k}.{symbol}"] / 100
+                                       for k in ("realized", "fees", "tax")}}
+        rows.append(row)
+        t = totals.setdefault(strategy, dict.fromkeys(MONEY, 0.0) | {"volume": 0})
+        for acc in (t, total):
+            for k in (*MONEY, "volume"):
+                acc[k] += row[k]
+    currency = cfg.instruments[0].currency if cfg else ""
+    return {"currency": currency, "rows": rows, "strategies": totals, "total": total}
 
 
 def _fmt(lat: dict) -> str:
@@ -91,14 +147,48 @@ def _fmt(lat: dict) -> str:
         f" us (n={lat['count']})"
 
 
+def order_lines(rep: dict) -> list[str]:
+    o = rep["orders"]
+    lines = [f"orders: sent {o['sent']} acks {o['acks']} rejects {o['rejects']} fills {o['fills']} "
+             f"(orders filled {o['filled']}) canceled {o['canceled']} expired {o['expired']} "
+             f"replaced {o['replaced']} cancel rejects {o['cancel_rejects']} working "
+             f"{o['working']} illegal transitions {o['illegal_transitions']}"]
+    if o["rejects_by_reason"]:
+        lines.append("  refused by reason: " + " ".join(
+            f"{k} {n}" for k, n in sorted(o["rejects_by_reason"].items())))
+    return lines
+
+
+def position_lines(rep: dict) -> list[str]:
+    p = rep.get("positions")
+    if not p or not p["rows"]:
+        return ["positions: none (no fills)"]
+    cur = p["currency"]
+    lines = [f"positions and P&L ({cur}; avg in price points):",
+             f"  {'strategy':<12}{'symbol':<8}{'qty':>6}{'avg':>12}{'realized':>14}"
+             f"{'unrealized':>14}{'fees':>10}{'tax':>10}{'net':>14}{'volume':>9}"]
+    for r in p["rows"]:
+        view = r.get("strategy_view")
+        odd = "" if view is None or view["qty"] == r["qty"] else \
+            f"  (strategy's own view: {view['qty']})"
+        lines.append(f"  {r['strategy']:<12}{r['symbol']:<8}{r['qty']:>6}"
+                     f"{r['avg_price']:>12,.2f}{r['realized']:>14,.0f}{r['unrealized']:>14,.0f}"
+                     f"{r['fees']:>10,.0f}{r['tax']:>10,.0f}{r['pnl']:>14,.0f}{r['volume']:>9}{odd}")
+    t = p["total"]
+    lines.append(f"P&L: net {t['pnl']:,.0f} {cur} = realized {t['realized']:,.0f} + unrealized "
+                 f"{t['unrealized']:,.0f} - fees {t['fees']:,.0f} - tax {t['tax']:,.0f}; "
+                 f"{t['volume']} lots traded")
+    return lines
+
+
 def summary_text(rep: dict) -> str:
-    t, o = rep["ticks"], rep["orders"]
+    t = rep["ticks"]
     lines = [
         f"ticks: received {t['received']} published {t['published']} delivered "
         f"{t['delivered_to_strategies']} rejected {t['rejected']} conflated {t['conflated']} "
         f"dropped {t['dropped']} seq gaps {t['seq_gaps']}",
-        f"orders: sent {o['sent']} acks {o['acks']} fills {o['fills']} rejects {o['rejects']} "
-        f"canceled {o['canceled']}",
+        *order_lines(rep),
+        *position_lines(rep),
         f"throughput: {rep['throughput_ticks_per_s']:,.0f} ticks/s over {rep['active_time_s']:.3f} s "
         f"(wall {rep['wall_time_s']:.1f} s)",
         f"tick-to-trade: {_fmt(rep['tick_to_trade_us'])}",
@@ -130,4 +220,12 @@ def accounting_lines(rep: dict) -> list[str]:
             if r["quarantined"]:
                 line += f" + quarantined {r['quarantined']}"
         out.append(line)
+    o = rep.get("orders")
+    if o is not None:
+        a = o["acks"]
+        ended = o["filled"] + o["canceled"] + o["expired"]
+        out.append(f"accounting: orders: sent {o['sent']} = acks {a} + rejects {o['rejects']} + "
+                   f"unanswered {o['sent'] - a - o['rejects']}; acks {a} = filled {o['filled']} + "
+                   f"canceled {o['canceled']} + expired {o['expired']} + working {a - ended} "
+                   f"(in the executor's book: {o['working']})")
     return out

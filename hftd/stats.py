@@ -19,9 +19,11 @@ import numpy as np
 from . import histogram, shm
 
 MAGIC = 0x4846_5444_5354_4154  # "HFTDSTAT"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
 HEADER_WORDS = 32
-META_BYTES = 4096
+# The executor names a position's values per strategy and instrument (~210 bytes a pair):
+# room for ~1,200 pairs. Pages past the directory's end are never touched (tmpfs: no memory).
+META_BYTES = 256 * 1024
 # header words
 H_MAGIC, H_VERSION, H_PID, H_STATE, H_HEARTBEAT, H_STARTED, H_N_VALUES, H_N_HISTS = range(8)
 H_META_LEN, H_RESTARTS, H_EXIT = 8, 9, 10

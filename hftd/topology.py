@@ -3,7 +3,8 @@
 One place names everything: the supervisor creates what is listed here, agents attach to
 it, and `hftd status` reads it. Agent names: ``producer``, ``dispatcher``,
 ``strategy.<name>``, ``executor``. Ring names: ``ticks.in`` (producer -> dispatcher),
-``ticks.<s>`` (dispatcher -> strategy s), ``orders.<s>`` (strategy s -> executor),
+``ticks.<s>`` (dispatcher -> strategy s), ``ticks.executor`` (dispatcher -> executor: every
+tick, the simulated venue's market data), ``orders.<s>`` (strategy s -> executor),
 ``reports.<s>`` (executor -> strategy s), ``control.<agent>`` (supervisor -> agent).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from .config import Config, RingConfig
 
 SUPERVISOR = "supervisor"
+MARKET_DATA = "ticks.executor"  # the executor's ticks ring (config forbids a strategy named so)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ def agents(cfg: Config) -> list[AgentSpec]:
 
 def rings(cfg: Config) -> list[RingSpec]:
     r = cfg.rings
-    out = [RingSpec("ticks.in", "producer", "dispatcher", r.ticks)]
+    out = [RingSpec("ticks.in", "producer", "dispatcher", r.ticks),
+           RingSpec(MARKET_DATA, "dispatcher", "executor", r.ticks)]
     for s in cfg.strategies:
         a = strategy_agent(s.name)
         out.append(RingSpec(f"ticks.{s.name}", "dispatcher", a, r.ticks))

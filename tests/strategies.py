@@ -34,7 +34,7 @@ class Recorder(Strategy):
         if self.sleep:
             time.sleep(self.sleep)
 
-    def on_report(self, report):
+    def on_order(self, order):
         self.reports += 1
 
     def on_stop(self):
@@ -52,3 +52,89 @@ class Poison(Strategy):
     def on_tick(self, tick):
         if tick.seq == self.params["raise_at"]:
             raise RuntimeError(f"poison tick {tick.seq}")
+
+
+class Lifecycle(Strategy):
+    """Exercises the whole life of orders through the pipeline (seeded): every
+    params['every'] ticks it sends a market order, or a limit order a few ticks from the
+    price as ROD, IOC or FOK, or cancels or replaces one of its working orders; it keeps
+    its net exposure within 4 lots. On stop it writes its own view to params['out']."""
+
+    def on_start(self):
+        import random
+
+        self.rng = random.Random(self.params.get("seed", 1))
+        self.every = self.params.get("every", 5)
+        self.n = 0
+        self.fills = 0
+        self.updates = 0
+
+    def on_tick(self, tick):
+        from hftd.trading import OrdType, TimeInForce
+
+        self.n += 1
+        if self.n % self.every:
+            return
+        rng, i = self.rng, tick.instrument
+        working = self.working_orders()
+        roll = rng.random()
+        if roll < 0.15 and working:
+            self.cancel(rng.choice(working).client_id)
+        elif roll < 0.3 and working:
+            o = rng.choice(working)
+            if o.ord_type == OrdType.LIMIT:
+                self.replace(o.client_id, qty=o.qty + rng.choice((-1, 1)) if o.qty > o.filled + 1
+                             else o.qty + 1, price=tick.price + rng.randint(-3, 3))
+        else:
+            side = rng.choice((1, -1))
+            if abs(self.position(i) + self.working(i) + side) > 4:
+                side = -side
+            qty = rng.randint(1, 2)
+            if rng.random() < 0.3:
+                price, tif = 0, TimeInForce.ROD
+            else:
+                price = tick.price - side * rng.randint(-1, 5)
+                tif = rng.choice((TimeInForce.ROD, TimeInForce.ROD, TimeInForce.IOC,
+                                  TimeInForce.FOK))
+            (self.buy if side > 0 else self.sell)(i, qty, price, tif)
+
+    def on_fill(self, fill):
+        self.fills += 1
+
+    def on_order(self, order):
+        self.updates += 1
+
+    def on_stop(self):
+        out = self.params.get("out")
+        if out:
+            with open(out, "w") as f:
+                json.dump({"fills": self.fills, "updates": self.updates,
+                           "positions": {self.symbol(i): self.position(i)
+                                         for i in range(len(self.api.symbols))},
+                           "pnl": self.pnl(), "working": len(self.working_orders())}, f)
+
+
+class Journal(Strategy):
+    """Writes down every callback it gets (for in-process tests of the strategy stage);
+    params['timer_s'] sets its timer, params['every'] buys 1 lot at market every N ticks."""
+
+    def on_start(self):
+        self.timer_s = self.params.get("timer_s", 0.0)
+        self.log = []
+        self.timers = 0
+        self.n = 0
+
+    def on_tick(self, tick):
+        self.n += 1
+        every = self.params.get("every", 0)
+        if every and self.n % every == 0:
+            self.buy(tick.instrument, 1)
+
+    def on_order(self, order):
+        self.log.append(("order", order.client_id, int(order.state), order.filled, order.leaves))
+
+    def on_fill(self, fill):
+        self.log.append(("fill", fill.order_id, fill.qty, fill.price))
+
+    def on_timer(self):
+        self.timers += 1

@@ -332,7 +332,7 @@ def test_fuzzed_configs_exit_2_naming_the_key(invoke, tmp_path, short_dir):
      "producer.synthetic: start_price must be between 1 and 9007199254740991"),
     ("[producer.synthetic]\nmax_qty = 9223372036854775807\n", "producer.synthetic: max_qty"),
     ("[rings.orders]\nslot_size = 8\n",
-     "rings: orders.slot_size 8 is too small: the orders ring carries events of up to 74 bytes"),
+     "rings: orders.slot_size 8 is too small: the orders ring carries events of up to 101 bytes"),
     ("[rings.reports]\nslot_size = 80\n", "rings: reports.slot_size 80 is too small"),
     ("[rings.ticks]\nslot_size = 48\n", "rings: ticks.slot_size 48 is too small"),
     ("[rings.ticks]\ncapacity = 1099511627776\n", "rings.ticks: ring capacity 1099511627776"),
@@ -437,8 +437,8 @@ def test_the_slot_minimums_follow_the_events():
 # --- accepted non-default variants run for real ----------------------------------------------
 ACCEPTED = {
     # every ring at the smallest slot its largest event fits in
-    "smallest-slots": "[rings.ticks]\nslot_size = 56\n[rings.orders]\nslot_size = 80\n"
-                      "[rings.reports]\nslot_size = 88\n[rings.control]\nslot_size = 40\n",
+    "smallest-slots": "[rings.ticks]\nslot_size = 56\n[rings.orders]\nslot_size = 104\n"
+                      "[rings.reports]\nslot_size = 104\n[rings.control]\nslot_size = 40\n",
     # the extremes of the synthetic feed and of the risk limits
     "feed-extremes": "[producer.synthetic]\nseed = 9223372036854775807\n"
                      "start_price = 9007199254740991\nmax_qty = 1000000000\nrate = 0.0\n"

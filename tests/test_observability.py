@@ -91,12 +91,19 @@ def test_status_reads_the_instance_and_json_is_complete(running):
     res = hftd("status", "--config", running.cfg, timeout=30)
     assert res.returncode == 0, res.stderr
     assert "agents:" in res.stdout and "tick-to-trade" in res.stdout
+    text = res.stdout
     res = hftd("status", "--json", "--config", running.cfg, timeout=30)
     assert res.returncode == 0, res.stderr
     st = json.loads(res.stdout)
     for key in ("instance", "agents", "rings", "stages", "tick_to_trade_us", "ticks", "orders",
-                "flow", "rates_per_s", "trading_paused"):
+                "positions", "flow", "rates_per_s", "trading_paused"):
         assert key in st, key
+    assert "positions and P&L (TWD" in text or "positions: none" in text
+    p = st["positions"]
+    assert p["currency"] == "TWD" and set(p["total"]) >= {"realized", "unrealized", "fees",
+                                                          "tax", "pnl", "volume"}
+    for row in p["rows"]:
+        assert row["strategy"] == "sample" and row["strategy_view"]["qty"] is not None
     assert set(st["agents"]) == {"producer", "dispatcher", "strategy.sample", "executor"}
     assert all(a["up"] and a["pid"] > 0 for a in st["agents"].values())
     assert st["rates_per_s"]["ticks_received"] > 0
@@ -130,8 +137,13 @@ def test_metrics_pass_promtool_check(running):
                  "hftd_events_total", "hftd_ring_occupancy_ratio",
                  "hftd_backpressure_episodes_total", "hftd_conflated_total", "hftd_dropped_total",
                  "hftd_rejected_total", "hftd_agent_up", "hftd_agent_heartbeat_age_seconds",
-                 "hftd_agent_cpu_seconds_total", "hftd_agent_resident_memory_bytes"):
+                 "hftd_agent_cpu_seconds_total", "hftd_agent_resident_memory_bytes",
+                 "hftd_position", "hftd_pnl", "hftd_traded_lots_total",
+                 "hftd_position_avg_price_ticks", "hftd_order_rejects_total"):
         assert re.search(rf"^{name}[{{ ]", text, re.M), name
+    assert re.search(r'^hftd_pnl\{.*component="net".*instrument="TXF".*strategy="sample"', text,
+                     re.M) or re.search(r'^hftd_pnl\{[^}]*component="net"', text, re.M)
+    assert re.search(r'^hftd_order_rejects_total\{reason="MAX_POSITION"\}', text, re.M)
 
 
 def test_every_metric_of_the_grafana_dashboard_exists(running):

@@ -1,5 +1,5 @@
-"""Pieces the stages share: the control-ring drain, the end-of-stream marker, and the
-outbox of a ring that never drops (orders, reports)."""
+"""Pieces the stages share: the control-ring drain, the end-of-stream marker, the outbox of
+a ring that never drops (orders, reports), and fixed-point gauge values."""
 
 from __future__ import annotations
 
@@ -10,6 +10,16 @@ from ..events import Codec, Control, ControlKind
 from ..ring import CONTROL_KEY, RingWriter
 
 _control_codec = Codec(Control)
+_INT64 = (1 << 63) - 1
+
+
+def fixed(x: float, scale: int) -> int:
+    """`x` * scale as an int64 gauge value (rounded, clamped: a gauge never overflows).
+    Money is kept in hundredths of the currency (scale 100)."""
+    if x != x:  # NaN: never from the arithmetic, but a gauge must not raise
+        return 0
+    v = round(x * scale) if -9e18 < x * scale < 9e18 else (_INT64 if x > 0 else -_INT64)
+    return _INT64 if v > _INT64 else -_INT64 if v < -_INT64 else v
 
 
 def offer_control(writer: RingWriter, kind: int, arg: int = 0) -> bool:

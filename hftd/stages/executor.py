@@ -1,11 +1,53 @@
-"""Executor: pre-trade risk, order state and the venue; reports back to each strategy.
+"""Executor: the source of truth for orders and positions. Pre-trade risk, the order book,
+positions and P&L, and the venue; reports back to each strategy.
 
-Reads every strategy's orders ring (after its own control ring: PAUSE is the kill switch),
-checks each order against the risk limits, hands it to the venue and records tick-to-trade
-(the moment the order goes to the venue minus `t_ingest` of the tick that caused it). The
-executor never blocks: reports that do not fit a strategy's reports ring wait here, and the
-executor reads no more of that strategy's orders until they are sent. That keeps a strategy
-that is busy sending orders from deadlocking against an executor busy sending reports.
+It hosts the trading domain (hftd.trading): an `OrderBook` of every order it handed to the
+venue (a venue answer is applied only if it is a legal transition; an illegal one is
+counted, never applied), the `RiskEngine` (every NEW order and every REPLACE is checked;
+refusals counted by reason; its kill switch is PAUSE/RESUME; RELOAD swaps the limits), a
+`Portfolio` (positions and P&L per strategy and instrument, from fills), and the venue
+(`hftd.venues`: the simulated one fills against the market data).
+
+Each pass reads, in order: control, each strategy's orders, market data (`ticks.executor`,
+every tick, written by the dispatcher), then what fell due at the venue. The venue sees the
+trades in order, and an order is handed to it only once it has seen the tick that caused it
+(`OrderRequest.tick_seq`: the executor first feeds the market data up to that tick, and holds
+the order the few microseconds until the dispatcher has published it there, right after the
+strategies): a market order then fills at the first trade after its tick, never at one from
+before it, whatever the rings' timing. (Orders come before the rest of the market data
+rather than after, as first designed: the trades after an order's tick have nothing to do
+with it, and feeding them first cost the order ~10 us at 10k ticks/s. For the same reason
+the venue's answers to the trades fed while catching up to an order are applied right
+after it: see `_catch_up`.)
+
+Market data is cheap when nobody trades an instrument: a batch's instrument column (the
+ring's envelope) picks the ticks of instruments with orders at the venue, and only those
+are decoded and fed to the fill model, one by one and in order; of the others only the last
+tick per instrument is decoded, once per pass, for its price (price bands, P&L). Market
+data wakes a parked executor only while it has orders working (see `sleep_for`). Marking
+open positions to market (unrealised P&L, the daily loss limit) happens at most once per
+`MARK_INTERVAL_NS` (and at the end): fills move positions at once, their money reaches the
+stats block and the loss limit with the next mark.
+
+Client order ids are the strategies' own ((index << 40) | n, n increasing: see the strategy
+stage); an id that is not above the strategy's last one, or not the strategy's, is refused
+(DUPLICATE_ORDER_ID), so an id is never used twice. A cancel or replace of an order the
+executor does not know (or that has ended) is answered CANCEL_REJECTED (UNKNOWN_ORDER).
+
+The executor never blocks: reports that do not fit a strategy's reports ring wait here, and
+the executor reads no more of that strategy's orders until they are sent. At the end of a
+strategy's orders stream its working orders are canceled (through the venue, with its
+latency) and, once every one has ended, its reports stream is ended. The executor stops once
+the market data and every strategy's stream have ended.
+
+What lives in shared memory (the executor's stats block, which the supervisor creates and a
+restarted executor finds again): per strategy and routed instrument the position and its
+money (`pos.`, `avg.`, `realized.`, `unrealized.`, `fees.`, `tax.`, `volume.` + strategy +
+"." + symbol; money in hundredths of the currency, `avg` in millionths of a tick), each
+strategy's last client order id (`last_id.<strategy>`), and counters of refusals by reason
+(`risk_reject.<REASON>`) and of illegal transitions. A restarted executor takes positions,
+P&L and the last ids back from there. Working orders are not kept there yet: the simulated
+venue lives in this process, so they die with it (crash safety is the next step).
 """
 
 from __future__ import annotations
@@ -13,37 +55,98 @@ from __future__ import annotations
 import sys
 import time
 
+import numpy as np
+
 from .. import venues
 from ..agent import Agent
-from ..events import (Codec, Control, ControlKind, OrderReport, OrderStream, RejectReason,
-                      ReportKind, ReportStream)
+from ..events import (ORDER_ID_SHIFT, Codec, Control, ControlKind, OrderAction, OrderReport,
+                      OrderStream, RejectReason, ReportKind, ReportStream, TickStream)
 from ..stats import COUNTER, GAUGE, Schema
-from ..topology import strategy_agent
-from .common import Outbox, end_of_stream, read_control
+from ..topology import MARKET_DATA, strategy_agent
+from ..trading import OrdType
+from ..trading.orders import Order, OrderBook
+from ..trading.positions import Portfolio
+from ..trading.risk import RiskEngine
+from .common import Outbox, decode_control, end_of_stream, fixed, read_control
+
+MD_BATCH = 1024  # market-data ticks per pass at most
+CATCH_UP = 8  # market-data ticks per step while catching up to an order's tick
+MD_SCALAR = 32  # up to this many market-data ticks are looked at one by one, past it with numpy
+MARK_INTERVAL_NS = 1_000_000  # open positions are marked to market at most this often (and on fills)
+KEEP_ENDED = 4096  # ended orders kept in the book for late cancels ...
+FORGET_ABOVE = 8192  # ... once more than this have ended
+
+_NEW, _CANCEL, _REPLACE = OrderAction.NEW, OrderAction.CANCEL, OrderAction.REPLACE
+_ACK, _REJECT, _FILL = ReportKind.ACK, ReportKind.REJECT, ReportKind.FILL
+_CANCELED, _EXPIRED = ReportKind.CANCELED, ReportKind.EXPIRED
+_REPLACED, _CANCEL_REJECTED = ReportKind.REPLACED, ReportKind.CANCEL_REJECTED
+_MARKET, _LIMIT = OrdType.MARKET, OrdType.LIMIT
+_FILLED = 3  # OrdState.FILLED: states below it are working
+REASONS = [r for r in RejectReason if r != RejectReason.NONE]
+
+# per (strategy, instrument): (value name prefix, what it holds)
+POSITION_VALUES = (("pos", "net position in lots (long > 0)"),
+                   ("avg", "average open price, millionths of a tick"),
+                   ("realized", "realised P&L, hundredths of the currency"),
+                   ("unrealized", "unrealised P&L at the last trade, hundredths"),
+                   ("fees", "fees paid, hundredths"), ("tax", "transaction tax paid, hundredths"),
+                   ("volume", "lots traded, both sides"))
 
 
-class _Book:
-    """Per strategy: its orders ring, its reports outbox, positions, stream state."""
+class _Strategy:
+    """One strategy as the executor sees it: its orders ring, reports outbox, positions,
+    stream state and gauges."""
 
-    def __init__(self, orders, outbox: Outbox, n_instruments):
-        self.orders = orders
-        self.outbox = outbox
-        self.position = [0] * n_instruments
-        self.working = [0] * n_instruments
+    def __init__(self, ex: "Executor", index: int, scfg, cfg):
+        ctx = ex.ctx
+        self.index = index
+        self.name = scfg.name
+        self.orders = ctx.reader(f"orders.{scfg.name}")
+        self.outbox = Outbox(ctx.writer(f"reports.{scfg.name}", strategy_agent(scfg.name)),
+                             ex.encode, int(cfg.rings.reports.block_deadline_ms * 1e6),
+                             ex.c_reports_out, ex._overdue)
+        n = len(cfg.instruments)
+        routed = cfg.routes(scfg)
+        self.routed = [False] * n
+        self.pos = [None] * n  # Position per routed instrument
+        self.gauges = [None] * n  # per routed instrument: the POSITION_VALUES Values
+        st = ctx.stats
+        syms = cfg.symbols()
+        for i in routed:
+            self.routed[i] = True
+            self.pos[i] = ex.portfolio.position(index, i)
+            self.gauges[i] = [st.value(f"{v}.{scfg.name}.{syms[i]}") for v, _ in POSITION_VALUES]
+        self.held = set()  # instruments with an open position
+        self.dirty = set()  # instruments whose position a fill changed since the last mark
+        self.g_last_id = st.value(f"last_id.{scfg.name}")
+        self.last_id = self.g_last_id.value
         self.orders_ended = False
+        self.canceling = False  # cancel_all sent at the end of its stream
         self.reports_ended = False
-        self.quarantined = False  # its strategy is given up: no orders taken, no reports sent
+        self.quarantined = False  # given up: no orders taken, no reports sent
 
 
 class Executor(Agent):
     @classmethod
     def schema(cls, cfg) -> Schema:
+        syms = cfg.symbols()
+        per_strategy = []
+        for s in cfg.strategies:
+            per_strategy.append((f"last_id.{s.name}", GAUGE))
+            for i in cfg.routes(s):
+                per_strategy += [(f"{v}.{s.name}.{syms[i]}", GAUGE) for v, _ in POSITION_VALUES]
         return Schema(
-            values=(("orders_in", COUNTER), ("reports_out", COUNTER), ("acks", COUNTER),
-                    ("fills", COUNTER), ("rejects", COUNTER), ("canceled", COUNTER),
-                    ("paused", GAUGE), ("reports_waiting", GAUGE), ("alarms", COUNTER),
-                    ("control_in", COUNTER), ("quarantined", COUNTER),
-                    ("reports_discarded", COUNTER)),
+            values=(("orders_in", COUNTER), ("new_in", COUNTER), ("cancels_in", COUNTER),
+                    ("replaces_in", COUNTER), ("reports_out", COUNTER), ("acks", COUNTER),
+                    ("fills", COUNTER), ("filled", COUNTER), ("rejects", COUNTER),
+                    ("canceled", COUNTER), ("expired", COUNTER), ("replaced", COUNTER),
+                    ("cancel_rejects", COUNTER), ("illegal_transitions", COUNTER),
+                    ("md_ticks", COUNTER), ("md_trades", COUNTER), ("loss_trips", COUNTER),
+                    ("working_orders", GAUGE), ("paused", GAUGE), ("reports_waiting", GAUGE),
+                    ("alarms", COUNTER), ("control_in", COUNTER), ("quarantined", COUNTER),
+                    ("reports_discarded", COUNTER),
+                    *((f"risk_reject.{r.name}", COUNTER) for r in REASONS),
+                    *per_strategy),
             histograms=("stage", "tick_to_trade"),
         )
 
@@ -51,175 +154,592 @@ class Executor(Agent):
         super().__init__(ctx)
         cfg = ctx.cfg
         self.control = ctx.reader("control.executor")
-        self.n_instruments = len(cfg.instruments)
-        self.risk = cfg.executor.risk
+        self.md = ctx.reader(MARKET_DATA)
+        # market data wakes a parked executor only while it has orders at the venue (see
+        # sleep_for): the idle runner does not flag this ring asleep, the executor does
+        ctx.readers.remove(self.md)
+        self.md_flagged = False
+        self.md_wake = max(1, self.md.ring.capacity // 4)
+        self.md_blocks = cfg.executor.market_data_policy == "block"  # every tick comes
+        n = self.n_instruments = len(cfg.instruments)
+        self.symbols = cfg.symbols()
         self.venue = venues.make(cfg)
         self.decode = Codec(OrderStream).decode
+        self.decode_tick = Codec(TickStream).decode
         self.encode = Codec(ReportStream).encode
         st = ctx.stats
         for name, _ in self.schema(cfg).values:
-            setattr(self, "c_" + name, st.value(name))
+            if "." not in name:
+                setattr(self, "c_" + name, st.value(name))
+        self.c_reject_by = [None] * (max(RejectReason) + 1)
+        for r in REASONS:
+            self.c_reject_by[r] = st.value(f"risk_reject.{r.name}")
         self.latency = ctx.histogram("stage")
         self.t2t = ctx.histogram("tick_to_trade")
-        self.paused = False
-        deadline_ns = int(cfg.rings.reports.block_deadline_ms * 1e6)
-        self.books = [
-            _Book(ctx.reader(f"orders.{s.name}"),
-                  Outbox(ctx.writer(f"reports.{s.name}", strategy_agent(s.name)), self.encode,
-                         deadline_ns, self.c_reports_out, self._overdue),
-                  len(cfg.instruments))
-            for s in cfg.strategies
-        ]
+        self.book = OrderBook()
+        self.portfolio = Portfolio(cfg.contracts())
+        self.risk = RiskEngine(cfg.executor.risk.limits(), len(cfg.strategies))
+        self.strategies = [_Strategy(self, i, s, cfg) for i, s in enumerate(cfg.strategies)]
+        self.last = [0] * n  # last trade price per instrument, in ticks (0: none yet)
+        self.live = [0] * n  # orders at the venue (sent, not ended) per instrument ...
+        self.live_np = np.zeros(n, np.int64)  # ... the same, for a batch's numpy selection
+        self.md_seq = -1  # seq of the last market-data tick fed to the venue (-2: not decoded)
+        self.md_pos = self.md.position  # the next tick to feed
+        self.md_lasts: dict[int, int] = {}  # instrument -> position of its last tick fed
+        self.md_at = np.empty(n, np.int64)  # scratch: per instrument, its last index in a batch
+        # the venue's answers to the trades fed while catching up to an order's tick: applied
+        # once the pass's orders are handed over (see _catch_up)
+        self.deferred: list = []
+        self.on_events = self._venue_events
+        self.md_ended = False
+        self.marked_ns = 0
+        self._restore()
+        self.c_paused.set(int(self.risk.kill_switch))
 
+    def _restore(self) -> None:
+        """A restarted executor takes the positions and their money back from its stats
+        block (the previous process wrote them there)."""
+        for s in self.strategies:
+            for i, p in enumerate(s.pos):
+                if p is None:
+                    continue
+                g = s.gauges[i]
+                p.qty = g[0].value
+                p.avg_price = g[1].value / 1e6
+                p.realized = g[2].value / 100
+                p.fees = g[4].value / 100
+                p.tax = g[5].value / 100
+                p.volume = g[6].value
+                if p.qty:
+                    s.held.add(i)
+
+    # --- the loop ---------------------------------------------------------------------------
     def sleep_for(self) -> float | None:
+        """Asked before parking (after the runner flagged control and orders asleep). Market
+        data wakes the executor only while it has orders working at the venue (a trade may
+        fill them) or when a quarter of its ring is waiting; otherwise it is read when
+        something else wakes the executor (an order, which first has the venue catch up to
+        its tick, or the park's end, `idle.park_us`): at 10k ticks/s a wake-up per tick
+        would cost the strategies a core's worth of scheduling on a small machine."""
         wait = super().sleep_for()
-        due = self.venue.next_due_ns()
-        if wait == 0.0 or due is None:
+        if wait == 0.0:
             return wait
-        return max(0.0, (due - time.monotonic_ns()) / 1e9)  # wake for the next fill
+        md = self.md
+        if self.book.n_working:
+            md.set_asleep(True)
+            self.md_flagged = True
+            if md.available() > 0:
+                return 0.0
+        elif md.available() >= self.md_wake:
+            return 0.0
+        due = self.venue.next_due_ns()
+        if due is None:
+            return wait
+        return max(0.0, (due - time.monotonic_ns()) / 1e9)  # wake for what falls due
 
     def do_work(self) -> int:
         work = 0
+        if self.md_flagged:  # awake: the dispatcher need not ring for market data
+            self.md.set_asleep(False)
+            self.md_flagged = False
         for ev in read_control(self.control):
             work += 1
             self.c_control_in.add()
             if ev.kind == ControlKind.PAUSE:
-                self.paused = True
+                self.risk.pause()
             elif ev.kind == ControlKind.RESUME:
-                self.paused = False
+                self.risk.resume()
             elif ev.kind == ControlKind.RELOAD:
                 self.reload()
             elif ev.kind == ControlKind.QUARANTINE:
                 self._quarantine(ev.arg)
-            self.c_paused.set(int(self.paused))
-        for i, book in enumerate(self.books):
-            if book.outbox:
-                work += book.outbox.flush()  # reports that waited for room go first
-            if not book.outbox and not book.orders_ended:
-                work += self._take_orders(i, book)
-        # fills now due, those of the orders just taken included (a zero-latency venue)
-        for owner, order, qty, price in self.venue.poll(time.monotonic_ns()):
-            book = self.books[owner]
-            book.position[order.instrument] += order.side * qty
-            book.working[order.instrument] -= order.side * qty
-            self.c_fills.add()
-            work += 1
-            if book.quarantined:
-                self.c_reports_discarded.add()  # nobody reads its reports ring any more
-            else:
-                self._report(book, order, ReportKind.FILL, qty, price)
+            self.c_paused.set(int(self.risk.kill_switch))
+        for s in self.strategies:
+            if s.outbox:
+                work += s.outbox.flush()  # reports that waited for room go first
+            if not s.outbox and not s.orders_ended:
+                work += self._take_orders(s)
+        if self.deferred:
+            evs, self.deferred = self.deferred, []
+            work += self._venue_events(evs)
+        if not self.md_ended:
+            work += self._feed(MD_BATCH)
+        self._settle()
+        # what is due at the venue: acks of the orders just sent (at zero latency, now),
+        # cancels, replaces, IOC windows
+        evs = self.venue.poll(time.monotonic_ns())
+        if evs:
+            work += self._venue_events(evs)
+        now = time.monotonic_ns()
+        if now - self.marked_ns >= MARK_INTERVAL_NS:
+            self._mark(now)
         waiting = 0
-        for i, book in enumerate(self.books):
-            if book.outbox:
-                book.outbox.flush()
-            if book.orders_ended and not book.reports_ended:
-                work += self._end(i, book)
-            waiting += len(book.outbox)
+        done = self.md_ended
+        for s in self.strategies:
+            if s.outbox:
+                s.outbox.flush()
+            if s.orders_ended and not s.reports_ended:
+                work += self._end(s)
+            waiting += len(s.outbox)
+            if not s.reports_ended or (s.quarantined and self.book.working_orders(s.index)):
+                done = False
         self.c_reports_waiting.set(waiting)
-        if all(b.reports_ended for b in self.books):
-            self.done = True
+        if done:
+            self._mark(now)  # the last fills' money, before the block is read for the report
+        book = self.book
+        if len(book.orders) - book.n_working > FORGET_ABOVE:
+            book.forget_terminal(KEEP_ENDED)
+        self.done = done
         return work
 
     def on_reload(self, cfg) -> None:
-        self.risk = cfg.executor.risk
+        self.risk.reload(cfg.executor.risk.limits())
 
     def flush_pending(self) -> int:
         waiting = 0
-        for book in self.books:
-            if book.outbox:
-                book.outbox.flush()
-                waiting += len(book.outbox)
+        for s in self.strategies:
+            if s.outbox:
+                s.outbox.flush()
+                waiting += len(s.outbox)
         return waiting
 
-    def _quarantine(self, owner: int) -> None:
-        """The supervisor gave strategy `owner` up: its resting orders are canceled, its
-        orders ring is read no more, and reports for it are counted, not sent."""
-        if not 0 <= owner < len(self.books) or self.books[owner].quarantined:
-            return
-        book = self.books[owner]
-        book.quarantined = True
-        book.orders_ended = book.reports_ended = True
-        for order in self.venue.cancel_all(owner):
-            book.working[order.instrument] -= order.side * order.qty
-            self.c_canceled.add()
-        self.c_reports_discarded.add(len(book.outbox))
-        book.outbox.waiting.clear()
-        self.c_quarantined.add()
+    # --- market data --------------------------------------------------------------------
+    # Ticks are fed to the venue from `md_pos` on (`_feed`), possibly in several steps within
+    # a pass (catching up to orders' ticks), and committed once at the end of the pass
+    # (`_settle`): each instrument's last price is decoded once, from its last tick, however
+    # many steps the pass took. Until then the fed slots stay valid (the reader has not
+    # released them). `md_seq` is the seq of the last tick fed (-2: not decoded yet).
 
-    def _take_orders(self, owner: int, book: _Book) -> int:
-        r = book.orders
+    def _md_available(self) -> int:
+        """Ticks published and not yet fed."""
+        return self.md.available() - (self.md_pos - self.md.position)
+
+    def _feed(self, limit: int) -> int:
+        """Feed up to `limit` ticks: the trades of instruments with orders at the venue go to
+        the fill model, decoded, in order; of the others only the position of each
+        instrument's last tick is noted (decoded at `_settle`)."""
+        n = self._md_available()
+        if n <= 0:
+            return 0
+        if n > limit:
+            n = limit
+        r = self.md
+        ring = r.ring
+        keys, mask = ring.i_key, ring.mask
+        pos = self.md_pos
+        decode = self.decode_tick
+        payload = r.payload
+        now = time.monotonic_ns()
+        on_trade = self.venue.on_trade
+        on_events = self.on_events
+        last = self.last
+        lasts = self.md_lasts
+        trades = 0
+        if n <= MD_SCALAR:
+            live = self.live
+            taken = 0
+            for p in range(pos, pos + n):
+                k = keys[p & mask]
+                if k < 0:
+                    if taken == 0:
+                        return self._md_control(p)
+                    break
+                taken += 1
+                if live[k]:
+                    t = decode(payload(p))
+                    last[k] = t.price
+                    trades += 1
+                    evs = on_trade(k, t.price, t.qty, now)
+                    if evs:
+                        on_events(evs)
+                    if k in lasts:
+                        del lasts[k]  # its price is known
+                else:
+                    lasts[k] = p
+            n = taken
+        else:
+            idx = np.arange(pos, pos + n, dtype=np.int64) & mask
+            k = ring.key[idx]
+            ctl = np.flatnonzero(k < 0)
+            if ctl.size:
+                if ctl[0] == 0:
+                    return self._md_control(pos)
+                n = int(ctl[0])
+                k = k[:n]
+            sel = np.flatnonzero(self.live_np[k])
+            if sel.size:
+                live = self.live
+                for j, i in zip(sel.tolist(), k[sel].tolist()):
+                    if not live[i]:
+                        continue  # its orders ended earlier in this batch (a market order's first trade)
+                    t = decode(payload(pos + j))
+                    last[i] = t.price
+                    trades += 1
+                    evs = on_trade(i, t.price, t.qty, now)
+                    if evs:
+                        on_events(evs)
+            at = self.md_at
+            at.fill(-1)
+            np.maximum.at(at, k, np.arange(n))  # each instrument's last index in the batch
+            for i in np.flatnonzero(at >= 0).tolist():
+                lasts[i] = pos + int(at[i])
+        self.md_pos = pos + n
+        self.md_seq = -2
+        if trades:
+            self.c_md_trades.add(trades)
+        return n
+
+    def _fed_seq(self) -> int:
+        """Seq of the last tick fed (-1: none yet)."""
+        if self.md_seq == -2:
+            self.md_seq = self.decode_tick(self.md.payload(self.md_pos - 1)).seq
+        return self.md_seq
+
+    def _last_price(self, i: int) -> int:
+        """Instrument `i`'s last trade price, from the ticks fed so far."""
+        p = self.md_lasts.pop(i, None)
+        if p is not None:
+            self.last[i] = self.decode_tick(self.md.payload(p)).price
+        return self.last[i]
+
+    def _settle(self) -> int:
+        """Decode what the fed ticks left to decode (each instrument's last price) and
+        commit them."""
+        r = self.md
+        n = self.md_pos - r.position
+        if n <= 0:
+            return 0
+        lasts = self.md_lasts
+        if lasts:
+            decode, payload, last = self.decode_tick, r.payload, self.last
+            for k, p in lasts.items():
+                last[k] = decode(payload(p)).price
+            lasts.clear()
+        self._fed_seq()
+        r.commit(n)
+        self.c_md_ticks.add(n)
+        return n
+
+    def _md_control(self, p: int) -> int:
+        """The in-band control event at `p` (the next to feed): the end of the market data."""
+        self._settle()
+        ev = decode_control(self.md, p)
+        self.md.commit(1)
+        self.md_pos = p + 1
+        if ev.kind == ControlKind.SHUTDOWN:
+            self.md_ended = True
+        return 1
+
+    def _catch_up(self, tick_seq: int) -> bool:
+        """Feed the venue the market data up to the tick `tick_seq` (-1: all that has been
+        published: an order sent from a report or a timer comes after it); False when that
+        tick is not in the ring yet (the dispatcher publishes it to the strategies first),
+        so the order must wait.
+
+        What the venue answers to those trades (fills of other orders) is applied right after
+        the order is handed over, keeping that bookkeeping off its path. Its risk check then
+        sees those fills a little late, which only errs on the safe side: a fill of a
+        same-side order moves quantity from working to position (the exposure the order is
+        checked against is unchanged), an opposite-side fill reduces the exposure, and an
+        ended order frees a working-order slot."""
+        self.on_events = self.deferred.extend
+        try:
+            if tick_seq < 0:
+                while not self.md_ended and self._feed(MD_BATCH):
+                    pass
+                return True
+            seq = self._fed_seq()
+            # ticks carry consecutive seqs (a block ring has them all): feed exactly up to
+            # `tick_seq` in one go when the tick there is the one; else in small steps
+            need = tick_seq - seq
+            if seq >= 0 and 0 < need <= self._md_available():
+                md = self.md
+                ring = md.ring
+                p = self.md_pos + need - 1
+                if ring.i_key[p & ring.mask] >= 0 and \
+                        self.decode_tick(md.payload(p)).seq == tick_seq:
+                    self._feed(need)
+                    self.md_seq = seq = tick_seq
+            while seq < tick_seq and not self.md_ended:
+                if not self._feed(CATCH_UP):
+                    # a conflating ring may have replaced the tick: nothing to wait for then
+                    return not self.md_blocks
+                seq = self._fed_seq()
+            return True
+        finally:
+            self.on_events = self._venue_events
+
+    # --- orders -------------------------------------------------------------------------
+    def _take_orders(self, s: _Strategy) -> int:
+        r = s.orders
         evs = r.read(self.decode, 256)
         if not evs:
             return 0
         taken = 0
         for ev in evs:
-            taken += 1
             if ev.__class__ is Control:
+                taken += 1
                 if ev.kind == ControlKind.SHUTDOWN:
-                    book.orders_ended = True
+                    s.orders_ended = True
                     break
                 continue
-            now = time.monotonic_ns()
-            reason = self._check(book, ev)
-            if reason:
-                self.latency.record(now - ev.t_ingest)
-                self._report(book, ev, ReportKind.REJECT, ev.qty, 0, reason)
-                self.c_rejects.add()
-                continue
-            kind, reason = self.venue.submit(ev, owner, now)
-            self.t2t.record(time.monotonic_ns() - ev.t_ingest)  # first: nothing before the venue
-            self.latency.record(now - ev.t_ingest)
-            if kind == ReportKind.REJECT:
-                self._report(book, ev, kind, ev.qty, 0, reason)
-                self.c_rejects.add()
-                continue
-            book.working[ev.instrument] += ev.side * ev.qty
-            self._report(book, ev, ReportKind.ACK, ev.qty, 0)
-            self.c_acks.add()
+            action = ev.action
+            if action == _NEW or action == _REPLACE:
+                # the venue sees the order's tick (and every trade before it) first
+                if ev.tick_seq < 0 or ev.tick_seq > self._fed_seq():
+                    if not self._catch_up(ev.tick_seq):
+                        break  # its tick is a few microseconds away: the next pass
+                if action == _NEW:
+                    self._new(s, ev)
+                else:
+                    self._replace(s, ev)
+                if self.deferred:  # the venue's answers to the trades before it: now
+                    evs, self.deferred = self.deferred, []
+                    self._venue_events(evs)
+            elif action == _CANCEL:
+                self._cancel(s, ev)
+            else:
+                self._cancel_rejected(s, ev, RejectReason.BAD_ORDER)
+            taken += 1
+        if not taken:
+            return 0
         r.commit(taken)
-        self.c_orders_in.add(taken - (1 if book.orders_ended else 0))
+        self.c_orders_in.add(taken - (1 if s.orders_ended else 0))
         return taken
 
-    def _check(self, book: _Book, o) -> int:
-        if self.paused:
-            return RejectReason.PAUSED
-        if not 0 <= o.instrument < self.n_instruments:
-            return RejectReason.UNKNOWN_INSTRUMENT
-        if o.qty <= 0 or o.side not in (1, -1):
-            return RejectReason.BAD_QTY
-        if o.qty > self.risk.max_order_qty:
-            return RejectReason.MAX_ORDER_QTY
-        exposure = book.position[o.instrument] + book.working[o.instrument] + o.side * o.qty
-        if abs(exposure) > self.risk.max_position:
-            return RejectReason.MAX_POSITION
-        return RejectReason.NONE
+    def _new(self, s: _Strategy, ev) -> None:
+        self.c_new_in.add()
+        now = time.monotonic_ns()
+        oid = ev.order_id
+        inst = ev.instrument
+        if oid <= s.last_id or oid >> ORDER_ID_SHIFT != s.index:
+            reason = RejectReason.DUPLICATE_ORDER_ID
+        else:
+            s.last_id = oid
+            s.g_last_id.set(oid)
+            if not (0 <= inst < self.n_instruments and s.routed[inst]):
+                reason = RejectReason.UNKNOWN_INSTRUMENT
+            elif (ev.ord_type != _MARKET and ev.ord_type != _LIMIT) or not 0 <= ev.tif <= 2 \
+                    or (ev.ord_type == _MARKET and ev.price != 0):
+                reason = RejectReason.BAD_ORDER
+            else:
+                book = self.book
+                reason = self.risk.check(s.index, inst, ev.side, ev.qty, ev.ord_type, ev.price,
+                                         self._last_price(inst), s.pos[inst].qty,
+                                         book.working_qty(s.index, inst, ev.side),
+                                         book.working_orders(s.index), now)
+        if reason:
+            self.latency.record(now - ev.t_ingest)
+            self.c_rejects.add()
+            self.c_reject_by[reason].add()
+            self._send(s, OrderReport(0, ev.t_ingest, oid, _REJECT, inst, ev.side, ev.qty, ev.price,
+                                      reason, 0, 0))
+            return
+        self.venue.submit(s.index, oid, inst, ev.side, ev.qty, ev.ord_type, ev.tif, ev.price, now)
+        if ev.tick_seq >= 0:
+            self.t2t.record(time.monotonic_ns() - ev.t_ingest)  # first: nothing before the venue
+        # into the book after the hand-over (the venue answers nothing before the next poll)
+        self.book.add(Order(oid, s.index, inst, ev.side, ev.qty, ev.price, ev.ord_type, ev.tif,
+                            ev.t_ingest))
+        self.latency.record(now - ev.t_ingest)
+        self.live[inst] += 1
+        self.live_np[inst] += 1
 
-    def _report(self, book: _Book, order, kind, qty, price, reason=0) -> None:
-        book.outbox.add(OrderReport(0, order.t_ingest, order.order_id, kind, order.instrument,
-                                    order.side, qty, price, reason))
+    def _working(self, s: _Strategy, ev):
+        """The strategy's working order that `ev` names, or None."""
+        o = self.book.get(ev.order_id)
+        if o is None or o.strategy != s.index or o.state >= _FILLED:
+            return None
+        return o
 
-    def _overdue(self, n: int) -> None:
-        if not self.paused:
+    def _cancel(self, s: _Strategy, ev) -> None:
+        self.c_cancels_in.add()
+        now = time.monotonic_ns()
+        self.latency.record(now - ev.t_ingest)
+        if self._working(s, ev) is None:
+            self._cancel_rejected(s, ev, RejectReason.UNKNOWN_ORDER)
+        else:
+            self.venue.cancel(s.index, ev.order_id, now)
+
+    def _replace(self, s: _Strategy, ev) -> None:
+        """A replace is checked as the order it would become: its new quantity against
+        max_order_qty, its new leaves against max_position, its new price against the band,
+        and it spends a rate token; a replace is refused while the kill switch is on (a
+        cancel never is)."""
+        self.c_replaces_in.add()
+        now = time.monotonic_ns()
+        self.latency.record(now - ev.t_ingest)
+        o = self._working(s, ev)
+        qty, price = ev.qty, ev.price
+        if o is None:
+            reason = RejectReason.UNKNOWN_ORDER
+        elif qty <= o.filled:
+            reason = RejectReason.BAD_QTY
+        elif (price <= 0) if o.ord_type == _LIMIT else (price != 0):
+            reason = RejectReason.BAD_PRICE
+        elif qty > self.risk.limits.max_order_qty:
+            reason = RejectReason.MAX_ORDER_QTY
+        else:
+            book, i = self.book, o.instrument
+            old_leaves = o.qty - o.filled
+            reason = self.risk.check(s.index, i, o.side, qty - o.filled, o.ord_type, price,
+                                     self._last_price(i), s.pos[i].qty,
+                                     book.working_qty(s.index, i, o.side) - old_leaves,
+                                     book.working_orders(s.index) - 1, now)
+        if reason:
+            self._cancel_rejected(s, ev, reason)
+        else:
+            self.venue.replace(s.index, ev.order_id, qty, price, now)
+
+    def _cancel_rejected(self, s: _Strategy, ev, reason: int) -> None:
+        """A cancel or replace refused here, before the venue."""
+        self.c_cancel_rejects.add()
+        self.c_reject_by[reason].add()
+        o = self.book.get(ev.order_id)
+        filled, leaves = (o.filled, o.leaves) if o is not None and o.strategy == s.index else (0, 0)
+        self._send(s, OrderReport(0, ev.t_ingest, ev.order_id, _CANCEL_REJECTED, ev.instrument,
+                                  ev.side, 0, 0, reason, filled, leaves))
+
+    def _send(self, s: _Strategy, report: OrderReport) -> None:
+        if s.quarantined:
+            self.c_reports_discarded.add()  # nobody reads its reports ring any more
+        else:
+            s.outbox.add(report)
+
+    # --- the venue's answers ----------------------------------------------------------------
+    def _venue_events(self, evs) -> int:
+        book = self.book
+        for owner, cid, kind, qty, price, reason in evs:
+            o = book.get(cid)
+            if o is None or not book.apply(kind, cid, qty, price, reason):
+                self.c_illegal_transitions.add()
+                continue
+            s = self.strategies[owner]
+            if kind == _FILL:
+                self.c_fills.add()
+                self._fill(s, o, qty, price)
+                if o.state == _FILLED:
+                    self.c_filled.add()
+                    self._ended(o)
+            elif kind == _ACK:
+                self.c_acks.add()
+            elif kind == _CANCELED:
+                self.c_canceled.add()
+                self._ended(o)
+            elif kind == _EXPIRED:
+                self.c_expired.add()
+                self._ended(o)
+            elif kind == _REJECT:
+                self.c_rejects.add()
+                self.c_reject_by[reason].add()
+                self._ended(o)
+            elif kind == _REPLACED:
+                self.c_replaced.add()
+            else:
+                self.c_cancel_rejects.add()
+                if reason:
+                    self.c_reject_by[reason].add()
+            self._send(s, OrderReport(0, o.t_created_ns, cid, kind, o.instrument, o.side, qty,
+                                      price, reason, o.filled, o.leaves))
+        self.c_working_orders.set(book.n_working)
+        return len(evs)
+
+    def _ended(self, o: Order) -> None:
+        self.live[o.instrument] -= 1
+        self.live_np[o.instrument] -= 1
+
+    def _fill(self, s: _Strategy, o: Order, qty: int, price: int) -> None:
+        """A fill moves the position at once (risk reads it); its money reaches the stats
+        block and the daily loss limit at the next mark (`_mark`, within a millisecond):
+        that bookkeeping stays off the path of the orders behind it."""
+        i = o.instrument
+        p = s.pos[i]
+        p.apply_fill(o.side, qty, price)
+        s.gauges[i][0].set(p.qty)
+        if p.qty:
+            s.held.add(i)
+        else:
+            s.held.discard(i)
+        s.dirty.add(i)
+
+    def _mark(self, now: int) -> None:
+        """Mark open positions to market and publish what fills changed: the money gauges of
+        each position, and each strategy's net P&L to the daily loss limit."""
+        self.marked_ns = now
+        for s in self.strategies:
+            if s.held or s.dirty:
+                self._mark_strategy(s)
+
+    def _mark_strategy(self, s: _Strategy) -> None:
+        last = self.last
+        net = 0.0
+        dirty = s.dirty
+        for p in s.pos:
+            if p is None or not p.volume:
+                continue
+            i = p.instrument
+            net += p.realized - p.fees - p.tax
+            if p.qty:
+                lp = last[i]
+                u = p.unrealized(lp) if lp else 0.0
+                s.gauges[i][3].set(fixed(u, 100))
+                net += u
+            elif i in dirty:
+                s.gauges[i][3].set(0)
+            if i in dirty:
+                g = s.gauges[i]
+                g[1].set(fixed(p.avg_price, 1_000_000))
+                g[2].set(fixed(p.realized, 100))
+                g[4].set(fixed(p.fees, 100))
+                g[5].set(fixed(p.tax, 100))
+                g[6].set(p.volume)
+        dirty.clear()
+        if self.risk.on_pnl(s.index, net):
+            self.c_loss_trips.add()
+            self._alarm(f"daily loss limit crossed: net P&L {self.risk.instance_pnl:,.2f} <= "
+                        f"-{self.risk.limits.daily_loss_limit:,.2f}")
+
+    # --- kill switch, quarantine, end of stream ---------------------------------------------
+    def _alarm(self, why: str) -> None:
+        """Trip the kill switch and raise the alarm: the supervisor sees the counter and
+        pauses trading everywhere until `hftd resume`."""
+        if not self.c_paused.value:
             self.c_alarms.add()
-            print(f"hftd[{self.ctx.instance}] executor: ALARM: {n} reports blocked for more than "
-                  f"{self.books[0].outbox.deadline_ns / 1e6:g} ms on a full reports ring; kill "
-                  f"switch on", file=sys.stderr, flush=True)
-        self.paused = True
+            print(f"hftd[{self.ctx.instance}] executor: ALARM: {why}; kill switch on",
+                  file=sys.stderr, flush=True)
+        self.risk.pause()
         self.c_paused.set(1)
 
-    def _end(self, owner: int, book: _Book) -> int:
-        """After the strategy's SHUTDOWN: finish due fills, cancel resting orders, then end
-        the reports stream."""
-        if self.venue.pending(owner) > 0:
+    def _overdue(self, n: int) -> None:
+        deadline = self.strategies[0].outbox.deadline_ns / 1e6
+        self._alarm(f"{n} reports blocked for more than {deadline:g} ms on a full reports ring")
+
+    def _quarantine(self, owner: int) -> None:
+        """The supervisor gave strategy `owner` up: its working orders are canceled, its
+        orders ring is read no more, and reports for it are counted, not sent."""
+        if not 0 <= owner < len(self.strategies) or self.strategies[owner].quarantined:
+            return
+        s = self.strategies[owner]
+        s.quarantined = True
+        s.orders_ended = s.reports_ended = True
+        self.venue.cancel_all(owner, time.monotonic_ns())
+        s.canceling = True
+        self.c_reports_discarded.add(len(s.outbox))
+        s.outbox.waiting.clear()
+        self.c_quarantined.add()
+
+    def _end(self, s: _Strategy) -> int:
+        """After the strategy's SHUTDOWN: cancel its working orders (they end with the venue's
+        latency), wait until every one has ended, then end its reports stream."""
+        if not s.canceling:
+            s.canceling = True
+            self.venue.cancel_all(s.index, time.monotonic_ns())
+        if self.book.working_orders(s.index):
             return 0
-        for order in self.venue.cancel_all(owner):
-            book.working[order.instrument] -= order.side * order.qty
-            self._report(book, order, ReportKind.CANCELED, order.qty, 0)
-            self.c_canceled.add()
-        if book.outbox:
-            book.outbox.flush()
+        if s.outbox:
+            s.outbox.flush()
             return 0
-        if end_of_stream(book.outbox.writer):
-            book.reports_ended = True
+        if end_of_stream(s.outbox.writer):
+            s.reports_ended = True
             return 1
         return 0

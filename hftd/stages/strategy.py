@@ -1,13 +1,26 @@
-"""Strategy stage: hosts one user strategy; ticks and order reports in, orders out.
+"""Strategy stage: hosts one user strategy; ticks and order reports in, order requests out.
 
 Each pass drains, in priority order, the control ring, then order reports, then sends any
-orders still waiting for room, and only then takes a batch of ticks. Orders that do not fit
-the orders ring wait here (never dropped) and the stage takes no more ticks until they are
-sent, so a full orders ring backpressures the ticks ring rather than losing anything.
+requests still waiting for room, and only then takes a batch of ticks. Requests that do not
+fit the orders ring wait here (never dropped) and the stage takes no more ticks until they
+are sent, so a full orders ring backpressures the ticks ring rather than losing anything.
 
-End of stream: the tick stream's SHUTDOWN calls `on_stop`, sends the remaining orders and
-a SHUTDOWN on the orders ring; the stage stops when the executor's SHUTDOWN arrives on the
-reports ring, so every order it sent has had its reports.
+The stage keeps the strategy's own view of its orders and positions (`StrategyApi`: an
+`OrderBook` and a `Portfolio` applied from the executor's reports), so `on_order`/`on_fill`
+are driven by reports and the strategy's `position`/`pnl` are its own count, independent of
+the executor's (the run report compares the two). Client order ids are
+`(strategy index << 40) | n`, n from a counter in this agent's stats block (the gauge
+`order_id`): the supervisor's shared memory, so a restarted strategy process continues it and
+never reuses an id within a run of the instance. (Across daemon restarts the counter starts
+again at 1: persisting it is the crash-safety step.)
+
+Timers: a strategy class with `timer_s > 0` gets `on_timer()` that often, checked once per
+pass (a parked stage wakes for it), so it may come up to `idle.park_us` late.
+
+End of stream: the tick stream's SHUTDOWN calls `on_stop`, sends the remaining requests and
+a SHUTDOWN on the orders ring; the executor cancels what this strategy left working and ends
+the reports stream once every order has ended; the stage stops there, so its book ends with
+every order in a terminal state.
 """
 
 from __future__ import annotations
@@ -17,11 +30,21 @@ import sys
 import time
 
 from ..agent import Agent
-from ..events import (Codec, Control, ControlKind, OrderRequest, OrderReport, ReportKind,
-                      ReportStream, Tick, TickStream)
+from ..events import (Codec, Control, ControlKind, OrderRequest, ReportKind, ReportStream, Tick,
+                      TickStream)
 from ..stats import COUNTER, GAUGE, Schema
 from ..strategies.base import Strategy, StrategyApi
-from .common import Outbox, end_of_stream, read_control
+from ..trading.orders import IdSource
+from .common import Outbox, end_of_stream, fixed, read_control
+
+_ACK, _REJECT, _FILL = ReportKind.ACK, ReportKind.REJECT, ReportKind.FILL
+_CANCELED, _EXPIRED = ReportKind.CANCELED, ReportKind.EXPIRED
+_REPLACED, _CANCEL_REJECTED = ReportKind.REPLACED, ReportKind.CANCEL_REJECTED
+_FILLED = 3  # OrdState.FILLED
+KEEP_ENDED = 4096  # ended orders the strategy's book keeps ...
+FORGET_ABOVE = 8192  # ... once more than this have ended
+# per routed instrument: the strategy's own view of its position (see executor.POSITION_VALUES)
+POSITION_VALUES = ("pos", "realized", "fees", "tax")
 
 
 def load_strategy_class(path: str) -> type[Strategy]:
@@ -39,20 +62,35 @@ class StrategyStage(Agent):
     @classmethod
     def schema(cls, cfg) -> Schema:
         return Schema(
-            values=(("ticks_in", COUNTER), ("orders_out", COUNTER), ("reports_in", COUNTER),
-                    ("acks", COUNTER), ("fills", COUNTER), ("rejects", COUNTER),
+            values=(("ticks_in", COUNTER), ("orders_out", COUNTER), ("new_orders", COUNTER),
+                    ("cancels_sent", COUNTER), ("replaces_sent", COUNTER),
+                    ("reports_in", COUNTER), ("acks", COUNTER), ("fills", COUNTER),
+                    ("filled", COUNTER), ("rejects", COUNTER), ("canceled", COUNTER),
+                    ("expired", COUNTER), ("replaced", COUNTER), ("cancel_rejects", COUNTER),
+                    ("illegal_transitions", COUNTER), ("report_mismatches", COUNTER),
                     ("seq_gaps", COUNTER), ("first_seq", GAUGE), ("last_seq", GAUGE),
                     ("orders_waiting", GAUGE), ("orders_refused", COUNTER), ("control_in", COUNTER),
-                    ("paused", GAUGE), ("alarms", COUNTER),
-                    ("first_tick_ns", GAUGE), ("last_tick_ns", GAUGE)),
+                    ("paused", GAUGE), ("alarms", COUNTER), ("order_id", GAUGE),
+                    ("working_orders", GAUGE), ("command_done", GAUGE),
+                    ("first_tick_ns", GAUGE), ("last_tick_ns", GAUGE),
+                    *cls._position_values(cfg)),
             histograms=("stage",),
         )
+
+    @staticmethod
+    def _position_values(cfg) -> list:
+        # the schema is the same for every strategy agent of an instance (one per role), so
+        # it names the union of their routed instruments; each uses its own
+        syms = cfg.symbols()
+        routed = sorted({i for s in cfg.strategies for i in cfg.routes(s)})
+        return [(f"{v}.{syms[i]}", GAUGE) for i in routed for v in POSITION_VALUES]
 
     def __init__(self, ctx):
         super().__init__(ctx)
         cfg = ctx.cfg
         self.name = ctx.agent.split(".", 1)[1]
-        scfg = next(s for s in cfg.strategies if s.name == self.name)
+        self.index = next(i for i, s in enumerate(cfg.strategies) if s.name == self.name)
+        scfg = cfg.strategies[self.index]
         self.control = ctx.reader(f"control.{ctx.agent}")
         self.reports = ctx.reader(f"reports.{self.name}")
         self.ticks = ctx.reader(f"ticks.{self.name}")
@@ -60,27 +98,60 @@ class StrategyStage(Agent):
         self.batch_min = scfg.batch_min
         self.batch_span = scfg.batch - scfg.batch_min
         self.capacity = self.ticks.ring.capacity
-        self.check_seq = len(cfg.routes(scfg)) == len(cfg.instruments)
+        routed = cfg.routes(scfg)
+        self.check_seq = len(routed) == len(cfg.instruments)
         self.decode_tick = Codec(TickStream).decode
         self.decode_report = Codec(ReportStream).decode
         self.encode_order = Codec(OrderRequest).encode
-        self.api = StrategyApi(cfg.symbols(), self._submit)
-        self.strategy = load_strategy_class(scfg.class_)(self.api, scfg.params)
-        self.next_order_id = 1
-        self.current_t_ingest = 0
-        self.expect_seq = -1
-        self.ticks_ended = False
-        self.orders_ended = False
         st = ctx.stats
         for name, _ in self.schema(cfg).values:
-            setattr(self, "c_" + name, st.value(name))
+            if "." not in name:
+                setattr(self, "c_" + name, st.value(name))
+        syms = cfg.symbols()
+        self.gauges = [None] * len(syms)
+        for i in routed:
+            self.gauges[i] = [st.value(f"{v}.{syms[i]}") for v in POSITION_VALUES]
         self.latency = ctx.histogram("stage")
         self.outbox = Outbox(self.orders, self.encode_order,
                              int(cfg.rings.orders.block_deadline_ms * 1e6), self.c_orders_out,
                              self._overdue)
+        # the id counter is the stats gauge `order_id`, indexed directly (a store per order)
+        self.api = StrategyApi(syms, cfg.contracts(), self._send, self.index,
+                               IdSource(st.q_values, st.index["order_id"]), routed)
+        self.api.refused = self.c_orders_refused
+        self.api.name = self.name
+        self.api.state_dir = cfg.resolved_state_dir()
+        self.strategy = load_strategy_class(scfg.class_)(self.api, scfg.params)
+        self.expect_seq = -1
+        self.ticks_ended = False
+        self.orders_ended = False
+        self.stopped = False  # on_stop was called: no callback any more
+        self.timer_ns = 0
+        self.next_timer_ns = 0
+
+    def _command(self, seq: int) -> None:
+        """A command the supervisor handed over (hftd.commands): the strategy's on_command
+        answers, or refuses with ValueError; the reply goes back before `command_done`."""
+        from .. import commands
+
+        ctx = self.ctx
+        try:
+            cmd = commands.read_command(ctx.runtime_dir, ctx.instance, ctx.agent)
+            if cmd.seq != seq:
+                raise ValueError(f"command {seq} was replaced by command {cmd.seq}")
+            reply = commands.CommandReply(seq, True, self.strategy.on_command(cmd.name,
+                                                                               dict(cmd.args)))
+        except ValueError as e:
+            reply = commands.CommandReply(seq, False, str(e))
+        except Exception as e:  # a bug in the strategy's command code: say so, keep trading
+            reply = commands.CommandReply(seq, False, f"{type(e).__name__}: {e}")
+        commands.write_reply(ctx.runtime_dir, ctx.instance, ctx.agent, reply)
+        self.c_command_done.set(seq)
 
     def on_start(self) -> None:
         self.strategy.on_start()
+        self.timer_ns = int(self.strategy.timer_s * 1e9)
+        self.next_timer_ns = time.monotonic_ns() + self.timer_ns
 
     def on_reload(self, cfg) -> None:
         scfg = next(s for s in cfg.strategies if s.name == self.name)
@@ -92,17 +163,22 @@ class StrategyStage(Agent):
         self.outbox.flush()
         return len(self.outbox)
 
-    # called by the strategy (through the api) from inside on_tick/on_report
-    def _submit(self, instrument, side, qty, price, ref_price) -> int:
-        if self.api.paused:
-            self.c_orders_refused.add()
-            self.api.working[instrument] -= side * qty  # never sent
-            return 0
-        oid = self.next_order_id
-        self.next_order_id = oid + 1
-        self.outbox.send(OrderRequest(0, self.current_t_ingest, oid, instrument, side, qty, price,
-                                      ref_price))
-        return oid
+    def sleep_for(self) -> float | None:
+        wait = super().sleep_for()
+        if wait == 0.0 or not self.timer_ns or self.stopped:
+            return wait
+        return max(0.0, (self.next_timer_ns - time.monotonic_ns()) / 1e9)
+
+    # called through the api from inside the strategy's callbacks
+    def _send(self, req: OrderRequest) -> None:
+        action = req.action
+        if action == 0:
+            self.c_new_orders.add()
+        elif action == 1:
+            self.c_cancels_sent.add()
+        else:
+            self.c_replaces_sent.add()
+        self.outbox.send(req)
 
     def _overdue(self, n: int) -> None:
         self._alarm(f"{n} orders blocked for more than {self.outbox.deadline_ns / 1e6:g} ms on a "
@@ -129,8 +205,16 @@ class StrategyStage(Agent):
                 self.api.paused = False
             elif ev.kind == ControlKind.RELOAD:
                 self.reload()
+            elif ev.kind == ControlKind.COMMAND:
+                self._command(ev.arg)
             self.c_paused.set(int(self.api.paused))
         work += self._take_reports()
+        if self.timer_ns and not self.stopped:
+            now = time.monotonic_ns()
+            if now >= self.next_timer_ns:
+                self.next_timer_ns = now + self.timer_ns
+                self.strategy.on_timer()
+                work += 1
         if self.outbox:
             work += self.outbox.flush()
             self.c_orders_waiting.set(len(self.outbox))
@@ -148,8 +232,11 @@ class StrategyStage(Agent):
         evs = r.read(self.decode_report, 1024)
         if not evs:
             return 0
-        api, on_report = self.api, self.strategy.on_report
+        api = self.api
+        apply = api.apply_report
+        strategy = self.strategy
         controls = 0
+        filled_in = set()
         for ev in evs:
             if ev.__class__ is Control:
                 controls += 1
@@ -157,18 +244,48 @@ class StrategyStage(Agent):
                     self.done = True
                 continue
             kind = ev.kind
-            if kind == ReportKind.FILL:
-                api.positions[ev.instrument] += ev.side * ev.qty
-                api.working[ev.instrument] -= ev.side * ev.qty
+            o = apply(ev)
+            if o is None:
+                self.c_illegal_transitions.add()
+                continue
+            if kind == _FILL:
                 self.c_fills.add()
-            elif kind == ReportKind.REJECT:
-                api.working[ev.instrument] -= ev.side * ev.qty
-                self.c_rejects.add()
-            elif kind == ReportKind.ACK:
+                if o.state == _FILLED:
+                    self.c_filled.add()
+                filled_in.add(o.instrument)
+            elif kind == _ACK:
                 self.c_acks.add()
-            on_report(ev)
+            elif kind == _REJECT:
+                self.c_rejects.add()
+            elif kind == _CANCELED:
+                self.c_canceled.add()
+            elif kind == _EXPIRED:
+                self.c_expired.add()
+            elif kind == _REPLACED:
+                self.c_replaced.add()
+            else:
+                self.c_cancel_rejects.add()
+            if not self.stopped:
+                if kind == _FILL:
+                    strategy.on_fill(ev)
+                strategy.on_order(o)
         r.commit(len(evs))
         self.c_reports_in.add(len(evs) - controls)
+        for i in filled_in:  # the position's gauges, once per batch
+            p = api.positions[i]
+            g = self.gauges[i]
+            g[0].set(p.qty)
+            g[1].set(fixed(p.realized, 100))
+            g[2].set(fixed(p.fees, 100))
+            g[3].set(fixed(p.tax, 100))
+        if api.mismatches != self.c_report_mismatches.value:
+            self.c_report_mismatches.set(api.mismatches)
+        self.c_working_orders.set(len(api.working))
+        book = api.book
+        if len(book.orders) - book.n_working > FORGET_ABOVE:
+            book.forget_terminal(KEEP_ENDED)
+        if self.outbox:
+            self.outbox.flush()
         return len(evs)
 
     def _take_ticks(self) -> int:
@@ -178,8 +295,9 @@ class StrategyStage(Agent):
         evs = r.read(self.decode_tick, limit)
         if not evs:
             return 0
+        api = self.api
         on_tick = self.strategy.on_tick
-        last_price = self.api.last_price
+        last_price = api.last_price
         expect = self.expect_seq
         check = self.check_seq
         gaps = 0
@@ -193,10 +311,11 @@ class StrategyStage(Agent):
                 if ev.seq != expect and expect >= 0:
                     gaps += 1
                 expect = ev.seq + 1
-            self.current_t_ingest = ev.t_ingest
+            api.tick = ev
             last_price[ev.instrument] = ev.price
             on_tick(ev)
             taken += 1
+        api.tick = None
         n_ticks = taken - (1 if self.ticks_ended else 0)
         now = time.monotonic_ns()
         if n_ticks:
@@ -213,6 +332,8 @@ class StrategyStage(Agent):
         r.commit(taken)
         if self.ticks_ended:
             self.strategy.on_stop()
+            self.stopped = True
+            self.api.closed = True
         if self.outbox:
             self.outbox.flush()
             self.c_orders_waiting.set(len(self.outbox))

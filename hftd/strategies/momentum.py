@@ -1,8 +1,8 @@
 """Sample strategy: trade short-term momentum, one lot at a time, within a position cap.
 
 When an instrument's price has moved `threshold` ticks or more over its last `lookback`
-ticks, buy (up) or sell (down) `qty`, as long as the net position plus working orders stays
-within `max_position`.
+ticks, buy (up) or sell (down) `qty` at market, as long as the net position plus working
+orders stays within `max_position`.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class Momentum(Strategy):
         if len(h) == self.lookback:
             move = tick.price - h[0]
             i = tick.instrument
-            exposure = self.api.positions[i] + self.api.working[i]
+            exposure = self.position(i) + self.working(i)
             if move >= self.threshold and exposure + self.qty <= self.max_position:
                 self.buy(i, self.qty)
             elif move <= -self.threshold and exposure - self.qty >= -self.max_position:

@@ -1,9 +1,12 @@
-"""Venue adapters: turn OrderRequests into orders at a venue and its answers into reports.
+"""Venue adapters: turn the executor's orders into orders at a venue, and the venue's answers
+into (owner, client_id, ReportKind, qty, price, reason) events.
 
-A venue has ``submit(order, owner, now_ns) -> (kind, reason)`` (accept = ACK, or REJECT with
-a reason), ``poll(now_ns) -> [(owner, order, fill_qty, fill_price)]`` for fills now due,
-``next_due_ns() -> int | None`` (so the executor parks no longer than that),
-``pending(owner) -> int`` and ``cancel_all(owner) -> [order]`` for the end of a stream.
+A venue has the interface of `hftd.trading.fillmodel.SimVenue`: requests `submit`, `cancel`,
+`replace`, `cancel_all(owner, now_ns)` that take effect after the venue's latency; market
+data `on_trade(instrument, price, qty, now_ns)`; `poll(now_ns)` for what fell due by now;
+`next_due_ns()` (the executor parks no longer than that). Every call returns the events that
+happened, in order. Today there is the simulated venue; a live one (the PFCF broker) will be
+an adapter with the same shape.
 """
 
 
@@ -11,5 +14,6 @@ def make(cfg):
     if cfg.executor.venue == "sim":
         from .sim import SimVenue
 
-        return SimVenue(int(cfg.executor.sim.latency_us * 1000))
+        sim = cfg.executor.sim
+        return SimVenue(round(sim.latency_us * 1000), round(sim.ioc_window_us * 1000))
     raise ValueError(f"executor.venue: unknown venue {cfg.executor.venue!r}")

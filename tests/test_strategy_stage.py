@@ -1,0 +1,161 @@
+"""The strategy stage and the strategy API: requests on the orders ring with client ids that
+never repeat (a restarted stage continues the counter kept in shared memory), the strategy's
+own book driven by the executor's reports (on_fill, then on_order), positions and P&L from
+its fills, the kill switch, timers. In-process, on real shared memory: the test stands in
+for the executor and the dispatcher."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hftd.events import (ORDER_ID_SHIFT, Codec, Control, ControlKind, OrderAction, OrderReport,
+                         OrderStream, ReportKind, Tick, TickStream)
+from hftd.ring import CONTROL_KEY, RingReader, RingWriter
+from hftd.stages import StrategyStage
+from hftd.trading import OrdState, OrdType, TimeInForce
+
+K = ReportKind
+orders_codec = Codec(OrderStream)
+report_enc = Codec(OrderReport)
+tick_enc = Codec(TickStream)
+
+
+class Seat:
+    def __init__(self, plant, **scfg):
+        self.p = plant({"strategies": [{"name": "sample", "class": "tests.strategies:Journal",
+                                        **scfg}]})
+        self.stage = self.start()
+        self.orders = RingReader(self.p.ring("orders.sample"))
+        self.reports = RingWriter(self.p.ring("reports.sample"))
+        self.ticks = RingWriter(self.p.ring("ticks.sample"))
+        self.seq = 0
+
+    def start(self):
+        st = StrategyStage(self.p.context("strategy.sample"))
+        st.on_start()
+        return st
+
+    @property
+    def s(self):
+        return self.stage.strategy
+
+    def sent(self):
+        evs = self.orders.read(orders_codec.decode, 1000)
+        self.orders.commit(len(evs))
+        return evs
+
+    def report(self, oid, kind, qty=0, price=0, filled=0, leaves=0, reason=0, inst=0, side=1):
+        now = time.monotonic_ns()
+        r = OrderReport(self.reports.position, now, oid, kind, inst, side, qty, price, reason,
+                        filled, leaves)
+        assert self.reports.offer(0, now, report_enc.encode(r))
+
+    def tick(self, price, inst=0):
+        now = time.monotonic_ns()
+        assert self.ticks.offer(inst, now, tick_enc.encode(Tick(self.seq, now, inst, price, 1)))
+        self.seq += 1
+
+    def stat(self, name):
+        return self.stage.ctx.stats.get(name)
+
+
+def test_reports_drive_the_strategys_own_book_and_callbacks(plant):
+    seat = Seat(plant)
+    oid = seat.s.buy(0, 2, 20_000)
+    assert oid == (0 << ORDER_ID_SHIFT) | 1
+    [req] = seat.sent()
+    assert (req.order_id, req.action, req.instrument, req.side, req.qty, req.price,
+            req.ord_type, req.tif, req.tick_seq) == (oid, OrderAction.NEW, 0, 1, 2, 20_000,
+                                                     OrdType.LIMIT, TimeInForce.ROD, -1)
+    assert seat.s.working(0) == 2 and [o.client_id for o in seat.s.working_orders()] == [oid]
+    seat.report(oid, K.ACK, 2, 20_000, 0, 2)
+    seat.report(oid, K.FILL, 1, 20_000, 1, 1)
+    seat.report(oid, K.FILL, 1, 20_000, 2, 0)
+    seat.stage.do_work()
+    P, F = int(OrdState.PARTIALLY_FILLED), int(OrdState.FILLED)
+    assert seat.s.log == [("order", oid, int(OrdState.NEW), 0, 2),
+                          ("fill", oid, 1, 20_000), ("order", oid, P, 1, 1),
+                          ("fill", oid, 1, 20_000), ("order", oid, F, 2, 0)]
+    assert seat.s.position(0) == 2 and seat.s.working(0) == 0 and seat.s.working_orders() == []
+    # TXF: 200 NTD a point; tax 0.00002 of 20,000 * 200 = 80 NTD a lot
+    seat.stage.api.last_price[0] = 20_010
+    assert seat.s.pnl(0) == pytest.approx(10 * 200 * 2 - 160)
+    assert (seat.stat("acks"), seat.stat("fills"), seat.stat("filled")) == (1, 2, 1)
+    assert (seat.stat("pos.TXF"), seat.stat("tax.TXF")) == (2, 160 * 100)
+    assert seat.stat("report_mismatches") == 0 and seat.stat("illegal_transitions") == 0
+
+
+def test_an_illegal_report_changes_nothing_and_is_counted(plant):
+    seat = Seat(plant)
+    oid = seat.s.buy(0, 1, 20_000)
+    seat.report(oid + 7, K.FILL, 1, 20_000, 1, 0)  # an order it never sent
+    seat.report(oid, K.FILL, 3, 20_000, 3, 0)  # more than the order's quantity
+    seat.report(oid, K.FILL, 1, 20_000, 5, 0)  # legal, but the executor's arithmetic differs
+    seat.stage.do_work()
+    assert seat.stat("illegal_transitions") == 2 and seat.stat("report_mismatches") == 1
+    assert seat.s.position(0) == 1 and [x[0] for x in seat.s.log] == ["fill", "order"]
+
+
+def test_cancel_replace_and_the_kill_switch(plant):
+    seat = Seat(plant)
+    oid = seat.s.sell(0, 3, 20_010, TimeInForce.IOC)
+    assert seat.s.replace(oid, qty=4) and seat.s.cancel(oid)
+    assert not seat.s.cancel(12345) and not seat.s.replace(12345, price=1)
+    with pytest.raises(ValueError):
+        seat.s.replace(oid, price=0)  # a limit order keeps a price
+    ctl = RingWriter(seat.p.ring("control.strategy.sample"))
+    now = time.monotonic_ns()
+    ctl.offer(CONTROL_KEY, now, Codec(Control).encode(Control(0, now, ControlKind.PAUSE)))
+    seat.stage.do_work()
+    assert seat.s.buy(0, 1) == 0 and not seat.s.replace(oid, qty=2)  # refused while paused
+    assert seat.s.cancel(oid)  # a cancel always goes
+    assert seat.stat("orders_refused") == 2
+    got = [(r.action, r.order_id, r.qty, r.price, r.tif) for r in seat.sent()]
+    assert got == [(OrderAction.NEW, oid, 3, 20_010, TimeInForce.IOC),
+                   (OrderAction.REPLACE, oid, 4, 20_010, TimeInForce.IOC),
+                   (OrderAction.CANCEL, oid, 0, 20_010, TimeInForce.IOC),
+                   (OrderAction.CANCEL, oid, 0, 20_010, TimeInForce.IOC)]
+    assert (seat.stat("new_orders"), seat.stat("replaces_sent"), seat.stat("cancels_sent"),
+            seat.stat("orders_out")) == (1, 1, 2, 4)
+    seat.report(oid, K.REPLACED, 4, 20_010, 0, 4, side=-1)
+    seat.report(oid, K.CANCELED, 4, 20_010, 0, 0, side=-1)
+    seat.report(oid, K.CANCEL_REJECTED, 0, 0, 0, 0, reason=13, side=-1)
+    seat.stage.do_work()
+    assert [x[2] for x in seat.s.log] == [int(OrdState.NEW), int(OrdState.CANCELED),
+                                          int(OrdState.CANCELED)]
+    assert seat.s.order(oid).qty == 4 and seat.s.working(0) == 0
+    assert (seat.stat("replaced"), seat.stat("canceled"), seat.stat("cancel_rejects")) == (1, 1, 1)
+
+
+def test_orders_sent_on_a_tick_carry_it_and_ids_survive_a_restart(plant):
+    seat = Seat(plant, params={"every": 2})
+    for k in range(6):
+        seat.tick(20_000 + k)
+    seat.stage.do_work()
+    reqs = seat.sent()
+    assert [r.tick_seq for r in reqs] == [1, 3, 5]
+    assert [r.order_id for r in reqs] == [1, 2, 3]
+    assert seat.stat("order_id") == 3
+    seat.stage = seat.start()  # a new process: the counter is in the stats block
+    assert seat.s.buy(0, 1) == 4
+    with pytest.raises(ValueError):
+        seat.s.buy(0, 0)
+
+
+def test_an_unrouted_instrument_cannot_be_traded(plant):
+    seat = Seat(plant, instruments=["MXF"])
+    with pytest.raises(ValueError, match="not routed"):
+        seat.s.buy(0, 1)
+    assert seat.s.buy(1, 1) > 0
+
+
+def test_on_timer_is_called_every_timer_s(plant):
+    seat = Seat(plant, params={"timer_s": 0.01})
+    assert 0 < seat.stage.sleep_for() <= 0.01  # a parked stage wakes for its timer
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.1:
+        seat.stage.do_work()
+        time.sleep(0.001)
+    assert 5 <= seat.s.timers <= 11
