@@ -147,7 +147,7 @@ def _find(config_path, instance):
         _fail(str(e), 1)
 
 
-def _send(config_path, instance, cmd, timeout=5.0):
+def _send(config_path, instance, cmd, timeout=5.0, **args):
     """Send `cmd` to the running instance; returns (name, record, reply). Exits 3 when it is
     not running, 1 when it cannot be reached."""
     from . import control
@@ -157,7 +157,7 @@ def _send(config_path, instance, cmd, timeout=5.0):
         _fail(f"instance {name!r} is not running", 3)
     path = control.socket_path(rec.runtime_dir, name)
     try:
-        return name, rec, control.request(path, cmd, timeout)
+        return name, rec, control.request(path, cmd, timeout, **args)
     except ConnectionError:
         from . import identity
 
@@ -236,6 +236,69 @@ def stop(config_path, instance, no_wait, timeout):
                   f"{timeout:g} s", 1)
         time.sleep(0.05)
     click.echo(f"instance {name!r} stopped")
+
+
+@main.group()
+def conditions():
+    """The conditions strategy's support/resistance conditions, changed while it runs.
+
+    Prices and points are in the instrument's price units (index points; TE/TF decimals)."""
+
+
+def _conditions(config_path, instance, strategy, op, **args):
+    args = {k: v for k, v in args.items() if v is not None}
+    if strategy is not None:
+        args["strategy"] = strategy
+    _, _, reply = _send(config_path, instance, "conditions", timeout=10.0, op=op, **args)
+    click.echo(reply.detail, err=not reply.ok)
+    sys.exit(0 if reply.ok else 1)
+
+
+def _strategy_option(f):
+    return click.option("--strategy", help="The strategy (needed when several run).")(f)
+
+
+@conditions.command("list")
+@_instance_options
+@_strategy_option
+@click.option("--json", "as_json", is_flag=True, help="Print them as JSON.")
+def conditions_list(config_path, instance, strategy, as_json):
+    """Every condition with its phase and current levels."""
+    _conditions(config_path, instance, strategy, "list", json=as_json or None)
+
+
+@conditions.command("add")
+@_instance_options
+@_strategy_option
+@click.option("--id", "cond_id", required=True, help="A unique id.")
+@click.option("--instrument", required=True, help="Symbol of the instrument it trades.")
+@click.option("--action", required=True, type=click.Choice(["BUY", "SELL"], case_sensitive=False))
+@click.option("--trigger", "trigger_price", required=True,
+              help="Price that arms it (support for BUY, resistance for SELL).")
+@click.option("--quantity", required=True, type=click.IntRange(min=1), help="Lots per order.")
+@click.option("--turning-point", help="How far price must turn back to enter [15].")
+@click.option("--take-profit", "take_profit_point", help="Take-profit distance [90].")
+@click.option("--stop-loss", "stop_loss_point", help="Stop-loss distance [30].")
+@click.option("--following/--no-following", "is_following", default=None,
+              help="Levels trail the price while armed [no].")
+def conditions_add(config_path, instance, strategy, cond_id, instrument, action, trigger_price,
+                   quantity, turning_point, take_profit_point, stop_loss_point, is_following):
+    """Add a condition (refused, with the set unchanged, if anything is wrong)."""
+    _conditions(config_path, instance, strategy, "add", id=cond_id, instrument=instrument,
+                action=action.upper(), trigger_price=trigger_price, quantity=quantity,
+                turning_point=turning_point, take_profit_point=take_profit_point,
+                stop_loss_point=stop_loss_point, is_following=is_following)
+
+
+@conditions.command("remove")
+@_instance_options
+@_strategy_option
+@click.argument("cond_id")
+@click.option("--force", is_flag=True,
+              help="Also one with an order out or a position open (it is left as it is).")
+def conditions_remove(config_path, instance, strategy, cond_id, force):
+    """Remove a condition."""
+    _conditions(config_path, instance, strategy, "remove", id=cond_id, force=force or None)
 
 
 def _view(config_path, instance, as_json=False):

@@ -23,10 +23,11 @@ import struct
 import time
 import msgspec
 
-COMMANDS = ("ping", "pause", "resume", "stop", "reload")
+COMMANDS = ("ping", "pause", "resume", "stop", "reload", "conditions")
 MAX_REQUEST = 4096
 DEADLINE_S = 1.0
 MAX_CLIENTS = 16
+PENDING_S = 2.0  # how long a command an agent must complete may keep its connection
 
 
 # argument values are scalars: a request's shape is then checked as it is read, and nothing
@@ -67,14 +68,27 @@ def parse(data: bytes) -> Request | Reply:
     return req
 
 
+class Pending:
+    """A handler's answer that an agent must complete first: `poll()` returns the Reply once
+    there is one (else None); a connection's deadline passing sends `late` instead. The
+    supervisor's loop never waits for it: the server polls it on each of its passes."""
+
+    __slots__ = ("poll", "late")
+
+    def __init__(self, poll, late: Reply):
+        self.poll = poll
+        self.late = late
+
+
 class _Client:
-    __slots__ = ("sock", "deadline", "inbox", "outbox")
+    __slots__ = ("sock", "deadline", "inbox", "outbox", "pending")
 
     def __init__(self, sock, deadline):
         self.sock = sock
         self.deadline = deadline
         self.inbox = b""
         self.outbox: bytes | None = None  # the reply, once there is one
+        self.pending: Pending | None = None
 
 
 class Server:
@@ -104,11 +118,19 @@ class Server:
     def poll(self, timeout: float) -> None:
         """Serve for at most `timeout` seconds (returns at once after doing some work)."""
         now = time.monotonic()
+        for c in [c for c in self.clients.values() if c.pending is not None]:
+            reply = self._poll_pending(c, now)
+            if reply is not None:
+                c.pending = None
+                self._reply(c, reply)
+            else:
+                timeout = min(timeout, 0.002)  # an agent is about to answer: look again soon
         for c in [c for c in self.clients.values() if c.deadline <= now]:
             self._close(c)  # too slow: no reply
         if self.clients:
             timeout = max(0.0, min(timeout, min(c.deadline for c in self.clients.values()) - now))
-        rlist = [self.sock] + [c.sock for c in self.clients.values() if c.outbox is None]
+        rlist = [self.sock] + [c.sock for c in self.clients.values()
+                               if c.outbox is None and c.pending is None]
         wlist = [c.sock for c in self.clients.values() if c.outbox is not None]
         try:
             readable, writable, _ = select.select(rlist, wlist, [], timeout)
@@ -188,7 +210,21 @@ class Server:
         else:
             reply = req
         self.served += 1
+        if isinstance(reply, Pending):
+            c.pending = reply
+            c.deadline = max(c.deadline, time.monotonic() + PENDING_S)
+            return
         self._reply(c, reply)
+
+    def _poll_pending(self, c: _Client, now: float) -> Reply | None:
+        try:
+            reply = c.pending.poll()
+        except Exception as e:
+            self.log(f"control socket: a pending reply failed: {e!r}")
+            return Reply(False, f"internal error: {e!r}")
+        if reply is None and now >= c.deadline - 0.01:
+            return c.pending.late
+        return reply
 
     def _reply(self, c: _Client, reply: Reply) -> None:
         c.outbox = _encode(reply) + b"\n"

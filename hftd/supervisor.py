@@ -29,6 +29,7 @@ import time
 import msgspec
 
 from . import agent as agent_mod
+from . import commands
 from . import config as config_mod
 from . import identity, lifeline
 from . import report as report_mod
@@ -71,6 +72,8 @@ class _Agent:
         self.quarantined = False
         self.told_to_start = False  # (producer) START sent since it was last spawned
         self.told_to_stop = False  # (producer) SHUTDOWN sent since it was last spawned
+        self.command_seq = 0  # the last command handed to it (hftd.commands) ...
+        self.command_sent = 0.0  # ... and when
 
     @property
     def out(self) -> bool:
@@ -145,6 +148,7 @@ class Supervisor:
         self.alarms_seen = 0
         self.paused = False
         self.control_backlog: list[tuple[str, int, int]] = []  # (agent, kind, arg) not yet sent
+        self.command_seq = 0
         self.abandoned: dict[str, int] = {}
         self.lost: dict[str, int] = {}
 
@@ -268,6 +272,8 @@ class Supervisor:
             os.unlink(agent_mod.spec_path(self.runtime_dir, self.instance))
         except FileNotFoundError:
             pass
+        for a in self.agents:
+            commands.remove_all(self.runtime_dir, self.instance, a.name)
         self.lock.release()
 
     def _write_spec(self, cfg: config_mod.Config) -> None:
@@ -388,10 +394,59 @@ class Supervisor:
             if self.stopping:
                 return control_mod.Reply(False, "reload refused: the instance is stopping")
             return self._reload()
+        if cmd == "conditions":
+            return self._agent_command(cmd, dict(req.args))
+        assert cmd in ("pause", "resume"), cmd
         self.paused = cmd == "pause"
         n = self._broadcast(ControlKind.PAUSE if self.paused else ControlKind.RESUME)
         self.log(f"trading {'paused (kill switch on)' if self.paused else 'resumed'} by request")
         return control_mod.Reply(True, f"{cmd} sent to {n} agents")
+
+    def _agent_command(self, name: str, args: dict):
+        """Hand command `name` to one strategy (`args["strategy"]`, or the only one) and
+        answer once it has (hftd.commands); the loop never waits for it."""
+        running = {a.name.split(".", 1)[1]: a for a in self.agents
+                   if a.spec.role == "strategy" and not a.out}
+        target = args.pop("strategy", None)
+        if target is None:
+            if len(running) != 1:
+                return control_mod.Reply(False, f"name the strategy (--strategy): one of "
+                                                f"{', '.join(sorted(running)) or 'none running'}")
+            target = next(iter(running))
+        a = running.get(target)
+        if a is None:
+            return control_mod.Reply(False, f"no running strategy {str(target)[:40]!r}; running: "
+                                            f"{', '.join(sorted(running)) or 'none'}")
+        now = time.monotonic()
+        if a.command_seq > a.block.get("command_done") and now - a.command_sent < \
+                control_mod.PENDING_S:
+            return control_mod.Reply(False, f"strategy {target} is still applying the previous "
+                                            f"command; try again")
+        self.command_seq += 1
+        seq = a.command_seq = self.command_seq
+        a.command_sent = now
+        try:
+            commands.write_command(self.runtime_dir, self.instance, a.name,
+                                   commands.Command(seq, name, args))
+        except OSError as e:
+            return control_mod.Reply(False, f"cannot hand the command to {a.name}: {e.strerror}")
+        self._send(a.name, ControlKind.COMMAND, seq)
+
+        def answer():
+            if a.block.get("command_done") < seq:
+                return None
+            try:
+                rep = commands.read_reply(self.runtime_dir, self.instance, a.name)
+            except (OSError, identity.IdentityError, msgspec.DecodeError,
+                    msgspec.ValidationError) as e:
+                return control_mod.Reply(False, f"{a.name} answered unreadably: {e}")
+            if rep.seq != seq:
+                return control_mod.Reply(False, f"{a.name} answered command {rep.seq}, not {seq}")
+            return control_mod.Reply(rep.ok, rep.detail)
+
+        return control_mod.Pending(answer, control_mod.Reply(
+            False, f"{a.name} did not answer within {control_mod.PENDING_S:g} s (restarting?); "
+                   f"the command may still be applied: look with `hftd {name} list`"))
 
     def _reload(self) -> control_mod.Reply:
         """Re-read the config file; apply it if only live keys changed, else change nothing."""

@@ -1,0 +1,101 @@
+"""The conditions strategy hosted in the pipeline: conditions from the config, changed while
+it runs with `hftd conditions add|list|remove`, and resumed from the state directory."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+from hftd import shm
+from conftest import HFTD, hftd, wait_running
+
+CONFIG = """
+instance = "{instance}"
+runtime_dir = "{tmp}/run"
+state_dir = "{tmp}/state"
+[metrics]
+listen = ""
+[producer.synthetic]
+rate = 5000.0
+[[strategies]]
+name = "sr"
+class = "hftd.strategies.conditions:Conditions"
+instruments = ["TXF"]
+params = {{ conditions = [{{ id = "c1", instrument = "TXF", action = "BUY", trigger_price = "19990", quantity = 2, turning_point = "3", take_profit_point = "8", stop_loss_point = "5" }}] }}
+"""
+
+
+def _start(tmp_path, instance):
+    cfg = tmp_path / "hftd.toml"
+    cfg.write_text(CONFIG.format(instance=instance, tmp=tmp_path))
+    proc = subprocess.Popen(HFTD + ["run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_running(instance, ("producer", "dispatcher", "strategy.sr", "executor"))
+    return cfg, proc
+
+
+def test_conditions_are_changed_while_running_and_survive_a_restart(instance, tmp_path):
+    cfg, proc = _start(tmp_path, instance)
+    try:
+        res = hftd("conditions", "list", "--config", str(cfg))
+        assert res.returncode == 0, res.stderr
+        assert res.stdout.startswith("c1: BUY 2 TXF"), res.stdout
+        # bad input: a clear error naming what is wrong, the set unchanged
+        for bad, named in ((["--instrument", "NOPE"], "instrument 'NOPE' is not traded"),
+                           (["--instrument", "TXF", "--trigger", "abc"], "trigger_price"),
+                           (["--instrument", "TXF", "--id", "c1"], "c1")):
+            args = ["--id", "c2", "--action", "SELL", "--trigger", "20050", "--quantity", "1"]
+            args = args + bad
+            res = hftd("conditions", "add", "--config", str(cfg), *args)
+            assert res.returncode == 1, (bad, res.stdout, res.stderr)
+            assert named in res.stderr, (bad, res.stderr)
+            assert "Traceback" not in res.stderr
+        listed = json.loads(hftd("conditions", "list", "--config", str(cfg), "--json").stdout)
+        assert [e["condition"]["id"] for e in listed] == ["c1"]
+        res = hftd("conditions", "add", "--config", str(cfg), "--id", "c2", "--instrument",
+                   "TXF", "--action", "SELL", "--trigger", "20050", "--quantity", "1",
+                   "--following")
+        assert res.returncode == 0 and "added c2: SELL 1 TXF WAITING" in res.stdout, res.stderr
+        listed = json.loads(hftd("conditions", "list", "--config", str(cfg), "--json").stdout)
+        assert [e["condition"]["id"] for e in listed] == ["c1", "c2"]
+        assert listed[1]["condition"]["is_following"] is True
+        res = hftd("conditions", "remove", "--config", str(cfg), "c2")
+        assert res.returncode == 0 and "removed c2" in res.stdout, res.stderr
+        time.sleep(1.0)  # let it trade a little
+    finally:
+        res = hftd("stop", "--config", str(cfg))
+        _, err = proc.communicate(timeout=60)
+    assert res.returncode == 0 and proc.returncode == 0, err
+    saved = json.loads((tmp_path / "state" / instance / "sr.conditions.json").read_text())
+    assert [e["condition"]["id"] for e in saved["conditions"]] == ["c1"]
+    assert saved["conditions"][0]["state"]["phase"] in ("WAITING", "ARMED", "ENTERING", "ENTERED",
+                                                        "EXITING", "DONE")
+
+    # the daemon again: the state file wins over the config's seed, each condition resumed
+    cfg, proc = _start(tmp_path, instance)
+    try:
+        listed = json.loads(hftd("conditions", "list", "--config", str(cfg), "--json").stdout)
+        assert [e["condition"]["id"] for e in listed] == ["c1"]
+    finally:
+        hftd("stop", "--config", str(cfg))
+        _, err = proc.communicate(timeout=60)
+    assert "resumed 1 conditions" in err
+    assert shm.leftovers(instance) == []
+
+
+def test_a_strategy_without_commands_refuses_them(instance, tmp_path):
+    cfg = tmp_path / "hftd.toml"
+    cfg.write_text(f'instance = "{instance}"\nruntime_dir = "{tmp_path}/run"\n'
+                   '[metrics]\nlisten = ""\n[producer.synthetic]\nrate = 1000.0\n')
+    proc = subprocess.Popen(HFTD + ["run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_running(instance)
+        res = hftd("conditions", "list", "--config", str(cfg))
+        assert res.returncode == 1
+        assert "takes no 'conditions' commands" in res.stderr, res.stderr
+    finally:
+        hftd("stop", "--config", str(cfg))
+        proc.communicate(timeout=60)
+    assert proc.returncode == 0
