@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import enum
 
+from ..events import Side  # one Side for the wire and the domain
 
-class Side(enum.IntEnum):
-    BUY = 1
-    SELL = -1
+__all__ = ["Side", "OrdType", "TimeInForce", "OrdState", "TERMINAL", "WORKING"]
 
 
 class OrdType(enum.IntEnum):
