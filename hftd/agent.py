@@ -39,6 +39,14 @@ class Agent:
     def __init__(self, ctx: "AgentContext"):
         self.ctx = ctx
 
+    def bind_values(self) -> None:
+        """`self.c_<name>` for every value of the stage's schema whose name has no dot (the
+        dotted ones, per ring or per position, are bound by the stage itself)."""
+        st = self.ctx.stats
+        for name, _ in self.schema(self.ctx.cfg).values:
+            if "." not in name:
+                setattr(self, "c_" + name, st.value(name))
+
     def on_start(self) -> None:
         pass
 

@@ -346,8 +346,8 @@ class Supervisor:
         while True:
             self._check_agents()
             self._flush_control()
-            if all(a.out or (a.restart_at is None and a.proc.poll() is None
-                             and a.block.state == stats.RUNNING) for a in self.agents):
+            if all(a.out or (self._alive(a) and a.block.state == stats.RUNNING)
+                   for a in self.agents):
                 break
             if time.monotonic() > deadline:
                 slow = [a.name for a in self.agents
@@ -584,8 +584,13 @@ class Supervisor:
         """Every agent out of the pipeline for good, or running with a fresh heartbeat."""
         now = time.monotonic_ns()
         limit = int(self.cfg.supervisor.heartbeat_timeout_s * 1e9)
-        return all(a.out or (a.restart_at is None and a.proc.poll() is None
-                             and a.block.fresh(now, limit)) for a in self.agents)
+        return all(a.out or (self._alive(a) and a.block.fresh(now, limit))
+                   for a in self.agents)
+
+    @staticmethod
+    def _alive(a: _Agent) -> bool:
+        """Its process runs (it is not dead, nor waiting for its restart)."""
+        return a.restart_at is None and a.proc.poll() is None
 
     def _monitor(self) -> int:
         started = time.monotonic()
@@ -656,8 +661,7 @@ class Supervisor:
         drained = False
         while not (self.force or self.failed):
             producer = self.agents[0]
-            if (not producer.told_to_stop and producer.restart_at is None
-                    and producer.proc is not None and producer.proc.poll() is None):
+            if not producer.told_to_stop and producer.proc is not None and self._alive(producer):
                 producer.told_to_stop = offer_control(self.control[producer.name],
                                                       ControlKind.SHUTDOWN)
             try:

@@ -406,12 +406,7 @@ def test_a_second_sigint_stops_within_a_second(instance, tmp_path):
     assert elapsed < 1.5, (elapsed, err)  # 0.4 s of grace for the agents, then SIGKILL
     assert rc == 1, err
     assert "second signal: stopping now" in err
-    m = re.search(r"stop abandoned events: (.*)", err)
-    assert m and re.search(r"\bring ticks\.in \d+", m.group(1)), err
-    assert_no_traceback(err)
-    live, zombies = instance_processes(pids, instance, str(h.cfg))
-    assert live == [] and zombies == [], (live, zombies)
-    assert shm.leftovers(instance) == []
+    _assert_abandoned_and_gone(err, r"\bring ticks\.in \d+", pids, instance, h)
 
 
 def test_a_stop_that_times_out_abandons_events_and_exits_1(instance, tmp_path):
@@ -431,8 +426,14 @@ def test_a_stop_that_times_out_abandons_events_and_exits_1(instance, tmp_path):
     print(f"exit {elapsed:.3f} s after SIGTERM; {re.findall(r'stop abandoned events: .*', err)}")
     assert rc == 1, err
     assert "did not finish within 1 s: abandoning the drain" in err
+    _assert_abandoned_and_gone(err, r"\bring ticks\.\w+ \d+", pids, instance, h)
+
+
+def _assert_abandoned_and_gone(err, ring_pattern, pids, instance, h):
+    """The stop listed what it abandoned (a ring matching `ring_pattern`), said nothing
+    else went wrong, and left no process and no shared memory behind."""
     m = re.search(r"stop abandoned events: (.*)", err)
-    assert m and re.search(r"\bring ticks\.\w+ \d+", m.group(1)), err
+    assert m and re.search(ring_pattern, m.group(1)), err
     assert_no_traceback(err)
     live, zombies = instance_processes(pids, instance, str(h.cfg))
     assert live == [] and zombies == [], (live, zombies)

@@ -168,9 +168,7 @@ class Executor(Agent):
         self.decode_tick = Codec(TickStream).decode
         self.encode = Codec(ReportStream).encode
         st = ctx.stats
-        for name, _ in self.schema(cfg).values:
-            if "." not in name:
-                setattr(self, "c_" + name, st.value(name))
+        self.bind_values()
         self.c_reject_by = [None] * (max(RejectReason) + 1)
         for r in REASONS:
             self.c_reject_by[r] = st.value(f"risk_reject.{r.name}")

@@ -56,8 +56,7 @@ class Producer(Agent):
         self.batch = cfg.producer.batch
         self.encode = Codec(TickStream).encode
         s = ctx.stats
-        for name, _ in self.schema(cfg).values:
-            setattr(self, "c_" + name, s.value(name))
+        self.bind_values()
         self.rejected_by = [s.value(f"rejected_{r}") for r in REJECT_REASONS]
         self.latency = ctx.histogram("stage")
         self.ending = False

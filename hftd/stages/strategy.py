@@ -104,9 +104,11 @@ class StrategyStage(Agent):
         self.decode_report = Codec(ReportStream).decode
         self.encode_order = Codec(OrderRequest).encode
         st = ctx.stats
-        for name, _ in self.schema(cfg).values:
-            if "." not in name:
-                setattr(self, "c_" + name, st.value(name))
+        self.bind_values()
+        # a report applied to the book is counted under its kind (apply refused any other)
+        self.c_by_kind = {_ACK: self.c_acks, _REJECT: self.c_rejects, _FILL: self.c_fills,
+                          _CANCELED: self.c_canceled, _EXPIRED: self.c_expired,
+                          _REPLACED: self.c_replaced, _CANCEL_REJECTED: self.c_cancel_rejects}
         syms = cfg.symbols()
         self.gauges = [None] * len(syms)
         for i in routed:
@@ -237,6 +239,7 @@ class StrategyStage(Agent):
         strategy = self.strategy
         controls = 0
         filled_in = set()
+        counted = self.c_by_kind
         for ev in evs:
             if ev.__class__ is Control:
                 controls += 1
@@ -248,23 +251,11 @@ class StrategyStage(Agent):
             if o is None:
                 self.c_illegal_transitions.add()
                 continue
+            counted[kind].add()
             if kind == _FILL:
-                self.c_fills.add()
                 if o.state == _FILLED:
                     self.c_filled.add()
                 filled_in.add(o.instrument)
-            elif kind == _ACK:
-                self.c_acks.add()
-            elif kind == _REJECT:
-                self.c_rejects.add()
-            elif kind == _CANCELED:
-                self.c_canceled.add()
-            elif kind == _EXPIRED:
-                self.c_expired.add()
-            elif kind == _REPLACED:
-                self.c_replaced.add()
-            else:
-                self.c_cancel_rejects.add()
             if not self.stopped:
                 if kind == _FILL:
                     strategy.on_fill(ev)
