@@ -51,6 +51,8 @@ def run_design(design: str, rate: float, ticks: int, tmp: str) -> dict:
         cfg = os.path.join(tmp, f"{inst}.toml")
         with open(cfg, "w") as f:
             base = open(os.path.join(ROOT, "bench", "hftd-bench.toml")).read()
+            # every run starts from a clean trading state (positions, ids) of its own
+            f.write(f'state_dir = "{os.path.join(tmp, "state")}"\n')
             f.write(_merge_toml(base, HFTD_VARIANTS[design]))
         cmd = [PY, "-m", "hftd", "run", "--config", cfg,
                "--instance", inst, "--ticks", str(ticks), "--rate", str(rate), "--report", out]

@@ -84,6 +84,8 @@ _DECIMAL_RE = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 
 
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
+_OFFSET_RE = re.compile(r"([+-])([01][0-9]):([0-5][0-9])")
 MAX_MULTIPLIER = 1e9  # currency per price point: far beyond any contract
 MAX_FEE = 1e9  # currency per lot
 
@@ -402,9 +404,29 @@ class ExecutorConfig(_Base):
     market_data_policy: Literal["block", "conflate"] = "block"
     sim: SimVenueConfig = msgspec.field(default_factory=SimVenueConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    # the trading day starts at this local time (the daily loss limit counts from there):
+    # TAIFEX's starts with the night session, 15:00 in Taipei (UTC+08:00, no daylight saving)
+    day_starts_at: str = "15:00"
+    utc_offset: str = "+08:00"
 
     def __post_init__(self):
         _check_cpus(self.cpus)
+        if not _CLOCK_RE.fullmatch(self.day_starts_at):
+            raise ValueError(f"day_starts_at must be a local time HH:MM (00:00-23:59), got "
+                             f"{_short(self.day_starts_at)}")
+        m = _OFFSET_RE.fullmatch(self.utc_offset)
+        if not m or int(m[2]) * 60 + int(m[3]) > 14 * 60:
+            raise ValueError(f"utc_offset must be +HH:MM or -HH:MM within 14 hours of UTC, got "
+                             f"{_short(self.utc_offset)}")
+
+    def day_start_s(self) -> int:
+        """Seconds from local midnight to the start of the trading day."""
+        h, m = self.day_starts_at.split(":")
+        return int(h) * 3600 + int(m) * 60
+
+    def utc_offset_s(self) -> int:
+        m = _OFFSET_RE.fullmatch(self.utc_offset)
+        return (1 if m[1] == "+" else -1) * (int(m[2]) * 3600 + int(m[3]) * 60)
 
 
 class SupervisorConfig(_Base):

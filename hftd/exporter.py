@@ -83,15 +83,20 @@ class HftdCollector:
                                 labels=["strategy", "instrument"])
         lots = CounterMetricFamily("hftd_traded_lots", "Lots traded, both sides",
                                    labels=["strategy", "instrument"])
+        day_pnl = GaugeMetricFamily("hftd_daily_pnl", "Net P&L of the instance since the trading "
+                                    "day started (executor.day_starts_at): what the daily loss "
+                                    "limit is checked against")
         for a in v.agents:
             block = v.blocks[a.name]
             snap = block.snapshot()
             vals = snap["values"]
             if a.role == "executor":
                 _positions(vals, position, pnl, avg, lots)
+                day_pnl.add_metric([], vals["day_pnl"] / 100)
             for name, kind in block.schema.values:
                 value = vals[name]
-                if a.role == "executor" and name.split(".", 1)[0] in _POSITION:
+                if a.role == "executor" and (name.split(".", 1)[0] in _POSITION
+                                             or name == "day_pnl"):
                     continue
                 if a.role == "executor" and name.startswith("risk_reject."):
                     order_rejects.add_metric([name.split(".", 1)[1]], value)
@@ -119,7 +124,7 @@ class HftdCollector:
             if "tick_to_trade" in hists:
                 _histogram(t2t, [], hists["tick_to_trade"])
         yield from (stage_lat, t2t, events, gauges, conflated, dropped, rejected, alarms,
-                    order_rejects, position, pnl, avg, lots)
+                    order_rejects, position, pnl, avg, lots, day_pnl)
 
         occ = GaugeMetricFamily("hftd_ring_occupancy_ratio", "Ring occupancy (write - read cursor) "
                                 "over capacity", labels=["ring"])

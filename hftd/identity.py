@@ -198,18 +198,19 @@ def squatters(instance: str) -> list[str]:
     return out
 
 
-def check_runtime_dir(path: str, create: bool) -> None:
-    """The runtime directory must be a directory of ours (not a symlink), mode 0700. With
-    `create`, a missing one is made (mode 0700; its parent must exist)."""
-    fix = (f"use a directory you own with mode 0700 (set runtime_dir in the config, or "
-           f"XDG_RUNTIME_DIR), or fix this one: chown {os.geteuid()} {path} && chmod 700 {path}")
+def check_runtime_dir(path: str, create: bool, what: str = "runtime directory",
+                      setting: str = "runtime_dir in the config, or XDG_RUNTIME_DIR") -> None:
+    """The runtime directory (or `what`) must be a directory of ours (not a symlink), mode
+    0700. With `create`, a missing one is made (mode 0700; its parent must exist)."""
+    fix = (f"use a directory you own with mode 0700 (set {setting}), or fix this one: "
+           f"chown {os.geteuid()} {path} && chmod 700 {path}")
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         if not create:
             parent = os.path.dirname(os.path.abspath(path)) or "/"
             if not os.path.isdir(parent):
-                raise RuntimeDirError(f"runtime directory {path}: its parent {parent} is not "
+                raise RuntimeDirError(f"{what} {path}: its parent {parent} is not "
                                       f"a directory") from None
             return
         try:
@@ -217,22 +218,30 @@ def check_runtime_dir(path: str, create: bool) -> None:
         except FileExistsError:
             pass  # somebody made it meanwhile: judged below like any existing one
         except OSError as e:
-            raise RuntimeDirError(f"runtime directory {path} cannot be created: "
+            raise RuntimeDirError(f"{what} {path} cannot be created: "
                                   f"{e.strerror}") from None
         st = os.lstat(path)
-    elsewhere = ("remove it, or use a directory you own with mode 0700 (set runtime_dir in the "
-                 "config, or XDG_RUNTIME_DIR)")
+    elsewhere = f"remove it, or use a directory you own with mode 0700 (set {setting})"
     if stat.S_ISLNK(st.st_mode):
-        raise RuntimeDirError(f"runtime directory {path} is a symlink; {elsewhere}")
+        raise RuntimeDirError(f"{what} {path} is a symlink; {elsewhere}")
     if not stat.S_ISDIR(st.st_mode):
-        raise RuntimeDirError(f"runtime directory {path} is not a directory; {elsewhere}")
+        raise RuntimeDirError(f"{what} {path} is not a directory; {elsewhere}")
     if st.st_uid != os.geteuid():
-        raise RuntimeDirError(f"runtime directory {path} belongs to {owner_name(st.st_uid)}, "
+        raise RuntimeDirError(f"{what} {path} belongs to {owner_name(st.st_uid)}, "
                               f"not to you; {fix}")
     if st.st_mode & 0o077:
-        raise RuntimeDirError(f"runtime directory {path} has mode "
+        raise RuntimeDirError(f"{what} {path} has mode "
                               f"{stat.S_IMODE(st.st_mode):04o}, not 0700 (others could replace "
                               f"its files); {fix}")
+
+
+def check_state_dir(path: str) -> str:
+    """An instance's state directory, made if missing (its parents too, mode 0700): a
+    directory of ours, no symlink, mode 0700. Returns `path`."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    check_runtime_dir(path, True, "state directory",
+                      "state_dir in the config, STATE_DIRECTORY or XDG_STATE_HOME")
+    return path
 
 
 def write_private(path: str, data: bytes) -> None:

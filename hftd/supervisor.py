@@ -35,6 +35,7 @@ from . import identity, lifeline
 from . import report as report_mod
 from . import control as control_mod
 from . import shm, stats, topology
+from .trading import store as store_mod
 from .events import ControlKind
 from .monitor import InstanceView
 from .ring import Ring, RingWriter, require_supported_platform
@@ -183,6 +184,12 @@ class Supervisor:
         except OSError as e:
             self.log(f"error: cannot take the instance lock {self.lock.path}: {e.strerror}")
             return 1
+        try:
+            self._check_state()
+        except (identity.RuntimeDirError, store_mod.StateError) as e:
+            self.log(f"error: {e}")
+            self._unlock()
+            return 2
         t0 = time.monotonic()
         rc = 1
         try:
@@ -266,6 +273,40 @@ class Supervisor:
         except BaseException:
             self.lock.release()
             raise
+
+    def _check_state(self) -> None:
+        """The executor's state store (hftd.trading.store), made if missing: every working
+        order on record must be one this config can trade, or the executor could neither
+        manage nor cancel it."""
+        from .stages.executor import state_path
+
+        path = state_path(self.cfg)
+        st = store_mod.TradingState.open(path)
+        try:
+            n = len(self.cfg.strategies)
+            if n > store_mod.ID_SLOTS:
+                raise store_mod.StateError(f"strategies: {n} strategies, the state store keeps "
+                                           f"id counters for {store_mod.ID_SLOTS}")
+            keys = {store_mod.key(sym): i for i, sym in enumerate(self.cfg.symbols())}
+            names = {store_mod.key(p.symbol): p.symbol for p in st.positions()}
+            for o in st.orders():
+                inst = keys.get(o.instrument_key)
+                if o.strategy < n and inst is not None and \
+                        inst in self.cfg.routes(self.cfg.strategies[o.strategy]):
+                    continue
+                what = (f"strategy #{o.strategy}" if o.strategy >= n else
+                        f"strategy {self.cfg.strategies[o.strategy].name}")
+                sym = names.get(o.instrument_key, "an instrument")
+                raise store_mod.StateError(
+                    f"{path} holds working order {o.client_id} of {what} in {sym}, which this "
+                    f"config does not route to it: start with the config it was sent under "
+                    f"(the order is then managed and can be canceled), or, if it is known to "
+                    f"be gone at the venue, move the file away (positions and id counters "
+                    f"start over)")
+            if st.replayed_journal:
+                self.log(f"state store {path}: completed an update interrupted by a crash")
+        finally:
+            st.close()
 
     def _unlock(self) -> None:
         try:

@@ -25,6 +25,14 @@ def _kill_instance_processes(instance: str) -> None:
                 pass
 
 
+@pytest.fixture(autouse=True)
+def _private_state(tmp_path_factory, monkeypatch):
+    """Every test (and every process it starts) keeps its state store and conditions under a
+    directory of its own, never in the user's ~/.local/state."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+
+
 @pytest.fixture
 def instance():
     """A unique instance name; its processes and /dev/shm objects are removed afterwards."""

@@ -7,6 +7,8 @@ import json
 import subprocess
 import time
 
+import pytest
+
 from hftd import shm
 from conftest import HFTD, hftd, wait_running
 
@@ -99,3 +101,61 @@ def test_a_strategy_without_commands_refuses_them(instance, tmp_path):
         hftd("stop", "--config", str(cfg))
         proc.communicate(timeout=60)
     assert proc.returncode == 0
+
+
+RUN_CONFIG = """
+instance = "{instance}"
+runtime_dir = "{tmp}/run"
+state_dir = "{tmp}/state"
+[metrics]
+listen = ""
+[supervisor]
+status_interval_s = 0.0
+[producer.synthetic]
+seed = 7
+[executor.sim]
+latency_us = 200.0
+[[strategies]]
+name = "sr"
+class = "hftd.strategies.conditions:Conditions"
+instruments = ["TXF", "MXF"]
+params = {{ conditions = [
+  {{ id = "long", instrument = "TXF", action = "BUY", trigger_price = "19996", quantity = 2, turning_point = "3", take_profit_point = "6", stop_loss_point = "4" }},
+  {{ id = "short", instrument = "MXF", action = "SELL", trigger_price = "20004", quantity = 3, turning_point = "3", take_profit_point = "6", stop_loss_point = "4" }},
+] }}
+"""
+
+
+def test_conditions_enter_and_exit_through_the_executor(instance, tmp_path):
+    """A whole run on the synthetic feed: both conditions arm, enter and exit with market IOC
+    orders that the executor checks and the simulated venue fills. Counted on two sides: the
+    strategy's condition records (entry and exit fills, saved in its state file) and the
+    executor's positions and P&L in the run report agree, lot for lot and to the cent."""
+    cfg = tmp_path / "hftd.toml"
+    cfg.write_text(RUN_CONFIG.format(instance=instance, tmp=tmp_path))
+    report = tmp_path / "report.json"
+    r = hftd("run", "--config", str(cfg), "--ticks", "40000", "--rate", "20000",
+             "--report", str(report))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(report.read_text())
+    saved = json.loads((tmp_path / "state" / instance / "sr.conditions.json").read_text())
+    states = {e["condition"]["id"]: e["state"] for e in saved["conditions"]}
+    assert {k: v["phase"] for k, v in states.items()} == {"long": "DONE", "short": "DONE"}
+    rows = {row["symbol"]: row for row in rep["positions"]["rows"]}
+    orders = rep["orders"]
+    # entry + exit per condition, each filled in full (market IOC at the next trade)
+    assert orders["sent"] == orders["acks"] == orders["filled"] == orders["fills"] == 4
+    assert orders["rejects"] == orders["expired"] == orders["canceled"] == 0
+    for cid, sym, side, qty, mult in (("long", "TXF", 1, 2, 200), ("short", "MXF", -1, 3, 50)):
+        st = states[cid]
+        assert st["entry_qty"] == st["exit_qty"] == qty
+        entry, exit_ = st["entry_fill_sum"], st["exit_fill_sum"]  # price x lots
+        row = rows[sym]
+        assert row["qty"] == 0 and row["volume"] == 2 * qty
+        assert row["realized"] == pytest.approx(side * (exit_ - entry) * mult, abs=0.01)
+        # one fill per order; TAIFEX tax: 0.00002 of each fill's notional, rounded to the
+        # NTD (half up); fees 0 by default
+        tax = sum(int(v * mult * 0.00002 + 0.5) for v in (entry, exit_))
+        assert row["tax"] == tax and row["fees"] == 0
+        assert row["strategy_view"]["realized"] == row["realized"]
+        assert st["exit_reason"] in ("take profit", "stop loss")

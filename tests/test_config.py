@@ -57,6 +57,10 @@ def test_a_partial_table_keeps_the_other_defaults(tmp_path):
     ("[executor.sim]\nioc_window_us = -1.0\n", "executor.sim: ioc_window_us must be"),
     ("[executor]\nmarket_data_policy = \"drop\"\n",
      "executor.market_data_policy: Invalid enum value 'drop'"),
+    ("[executor]\nday_starts_at = \"25:00\"\n",
+     "executor: day_starts_at must be a local time HH:MM (00:00-23:59), got '25:00'"),
+    ("[executor]\nutc_offset = \"+15:00\"\n",
+     "executor: utc_offset must be +HH:MM or -HH:MM within 14 hours of UTC, got '+15:00'"),
     ("[[strategies]]\nname = \"executor\"\n",
      "strategies[executor]: name 'executor' is reserved: ticks.executor is the executor's"),
 ])
@@ -106,3 +110,9 @@ def test_a_config_whose_positions_do_not_fit_the_stats_block_is_refused(tmp_path
     assert res.returncode == 2, res.stderr
     assert "strategies, instruments: the executor agent would keep 14" in res.stderr
     assert "route fewer instruments to each strategy" in res.stderr
+
+
+def test_the_example_configs_are_valid():
+    for name in ("hftd.toml", "conditions.toml"):
+        res = hftd("check-config", os.path.join(ROOT, "configs", name), timeout=60)
+        assert res.returncode == 0, (name, res.stderr)

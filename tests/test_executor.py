@@ -325,7 +325,10 @@ def test_a_daily_loss_trips_the_kill_switch_and_raises_the_alarm(plant, capsys):
     assert _kinds(d.got()) == [(oid, K.REJECT, R.PAUSED)]
 
 
-def test_positions_and_pnl_live_in_the_stats_block_and_survive_a_restart(plant):
+def test_positions_and_pnl_are_published_and_survive_a_restart_through_the_state_store(plant):
+    """Positions and P&L reach the stats block (status, /metrics); a new executor with a
+    blank stats block (the next run of the daemon) takes them and the last client id back
+    from the state store."""
     d = Desk(plant)
     d.trade(20_000)
     d.new(qty=2)
@@ -344,11 +347,92 @@ def test_positions_and_pnl_live_in_the_stats_block_and_survive_a_restart(plant):
     assert d.stat("realized.sample.TXF") == 4_000 * 100
     assert d.stat("tax.sample.TXF") == 240 * 100
     assert d.stat("unrealized.sample.TXF") == 6_000 * 100  # 1 lot, 30 points up
-    # a new executor process finds them (and the last client id) where the old one left them
+    # a new executor, with a blank stats block as in the next run of the daemon, finds them
+    # (and the last client id) in the state store
+    q = d.ex.ctx.stats.q_values
+    for i in range(len(q)):
+        q[i] = 0
     ex2 = Executor(d.p.context("executor"))
     p = ex2.strategies[0].pos[TXF]
     assert (p.qty, p.avg_price, p.realized, p.tax, p.volume) == (1, 20_000.0, 4_000.0, 240.0, 3)
     assert ex2.strategies[0].last_id == 2
+
+
+def test_working_orders_survive_an_executor_restart_and_fill_afterwards(plant):
+    """Kill the executor (drop it unclosed) with orders in every working state: acknowledged
+    and resting, partly filled, and sent but not yet arrived at the venue. The new one has
+    them in its book and at the venue, and fills them with what trades next; the position
+    continues from the old one's, and the last id is still refused."""
+    d = Desk(plant, latency_us=2_000, max_position=20)
+    d.trade(20_000)
+    a = d.new(qty=3, price=19_990)  # will rest, partly filled
+    b = d.new(side=-1, qty=2, price=20_050)  # will rest untouched
+    d.work()
+    time.sleep(0.003)
+    d.work()
+    d.trade(19_990, qty=1)  # fills 1 of a
+    d.work()
+    c = d.new(qty=1, price=19_980)  # sent, not arrived when the executor dies
+    d.work()
+    got = [(r.order_id, r.kind, r.qty) for r in d.got()]
+    assert got == [(a, K.ACK, 3), (b, K.ACK, 2), (a, K.FILL, 1)]
+    ex2 = Executor(d.p.context("executor"))
+    d.ex = ex2
+    book = {o.client_id: (o.state, o.filled, o.qty) for o in ex2.book.working()}
+    assert book == {a: (2, 1, 3), b: (1, 0, 2), c: (0, 0, 1)}  # PARTIAL, NEW, PENDING_NEW
+    assert ex2.strategies[0].pos[TXF].qty == 1 and d.stat("restored_orders") == 3
+    assert d.stat("working_orders") == 3
+    time.sleep(0.003)
+    d.work()  # c arrives: acked
+    d.trade(19_970, qty=10)  # through a's and c's prices
+    d.trade(20_060, qty=10)  # through b's
+    d.work()
+    got = [(r.order_id, r.kind, r.qty, r.filled, r.leaves) for r in d.got()]
+    assert got == [(c, K.ACK, 1, 0, 1), (a, K.FILL, 2, 3, 0), (c, K.FILL, 1, 1, 0),
+                   (b, K.FILL, 2, 2, 0)]
+    assert ex2.strategies[0].pos[TXF].qty == 1 + 2 + 1 - 2 and not ex2.book.working()
+    assert ex2.state.orders() == []  # every record freed as its order ended
+    d.send(NEW, c)  # an id the old executor accepted
+    d.work()
+    assert _kinds(d.got()) == [(c, K.REJECT, R.DUPLICATE_ORDER_ID)]
+
+
+def test_the_daily_loss_limit_counts_from_the_start_of_the_trading_day(plant, monkeypatch):
+    """Yesterday's loss does not count against today's limit: at the first mark of a new
+    trading day each position's net P&L becomes its base."""
+    import hftd.stages.executor as ex_mod
+
+    day = [100]
+    monkeypatch.setattr(ex_mod, "trading_day", lambda *a: day[0])
+    d = Desk(plant, daily_loss_limit=100_000.0, max_position=5)
+    d.trade(20_000)
+    d.new(qty=1)
+    d.work()
+    d.trade(20_000)
+    d.work()
+    d.new(side=-1, qty=1)
+    d.work()
+    d.trade(19_700)  # sold at 19,700: -300 points * 200 = -60,000 realised (plus tax)
+    d.work()
+    time.sleep(0.002)
+    d.work()
+    assert d.stat("paused") == 0 and -61_000 * 100 < d.stat("day_pnl") < -60_000 * 100
+    day[0] = 101  # a new trading day: the -60,000 is yesterday's
+    time.sleep(0.002)
+    d.work()
+    assert d.stat("day_pnl") == 0 and d.stat("realized.sample.TXF") == -60_000 * 100
+    d.new(qty=1)
+    d.work()
+    d.trade(19_700)
+    d.work()
+    d.trade(19_500)  # long 1 from 19,700: -40,000 today, -100,000 over two days
+    time.sleep(0.002)
+    d.work()
+    assert d.stat("paused") == 0 and d.stat("alarms") == 0
+    d.trade(19_200)  # -100,000 today (and tax): crossed
+    time.sleep(0.002)
+    d.work()
+    assert d.stat("paused") == 1 and d.stat("loss_trips") == 1
 
 
 def test_end_of_stream_cancels_working_orders_then_ends_the_reports(plant):

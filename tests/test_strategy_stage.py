@@ -17,6 +17,9 @@ from hftd.stages import StrategyStage
 from hftd.trading import OrdState, OrdType, TimeInForce
 
 K = ReportKind
+from hftd.stages.executor import state_path
+from hftd.trading.store import TradingState
+
 orders_codec = Codec(OrderStream)
 report_enc = Codec(OrderReport)
 tick_enc = Codec(TickStream)
@@ -137,9 +140,12 @@ def test_orders_sent_on_a_tick_carry_it_and_ids_survive_a_restart(plant):
     reqs = seat.sent()
     assert [r.tick_seq for r in reqs] == [1, 3, 5]
     assert [r.order_id for r in reqs] == [1, 2, 3]
-    assert seat.stat("order_id") == 3
-    seat.stage = seat.start()  # a new process: the counter is in the stats block
+    store = TradingState.open(state_path(seat.stage.ctx.cfg), create=False)
+    assert store.last_issued(0) == 3  # the counter is in the state store, not the process
+    seat.stage = seat.start()  # a new process continues it
     assert seat.s.buy(0, 1) == 4
+    assert store.last_issued(0) == 4
+    store.close()
     with pytest.raises(ValueError):
         seat.s.buy(0, 0)
 

@@ -40,14 +40,26 @@ strategy's orders stream its working orders are canceled (through the venue, wit
 latency) and, once every one has ended, its reports stream is ended. The executor stops once
 the market data and every strategy's stream have ended.
 
-What lives in shared memory (the executor's stats block, which the supervisor creates and a
-restarted executor finds again): per strategy and routed instrument the position and its
-money (`pos.`, `avg.`, `realized.`, `unrealized.`, `fees.`, `tax.`, `volume.` + strategy +
-"." + symbol; money in hundredths of the currency, `avg` in millionths of a tick), each
-strategy's last client order id (`last_id.<strategy>`), and counters of refusals by reason
-(`risk_reject.<REASON>`) and of illegal transitions. A restarted executor takes positions,
-P&L and the last ids back from there. Working orders are not kept there yet: the simulated
-venue lives in this process, so they die with it (crash safety is the next step).
+State (hftd.trading.store: a fixed-layout file of the instance's state directory, mapped,
+written only by the executor but for the strategies' id counters): each strategy's last
+accepted client id, every position and its money, and every working order, recorded before it
+is handed to the venue and updated with each venue answer (a fill together with its position,
+through the store's journal). A restarted executor, or the next run of the daemon, re-attaches:
+positions, P&L, the daily-loss bases and the working orders come back from there, and the
+simulated venue gets the working orders back as a remote venue would have kept them. The
+instance has at most `store.ORDER_SLOTS` working orders (past that, MAX_WORKING_ORDERS).
+
+The stats block (which the supervisor creates) carries what status and /metrics show: per
+strategy and routed instrument the position and its money (`pos.`, `avg.`, `realized.`,
+`unrealized.`, `fees.`, `tax.`, `volume.` + strategy + "." + symbol; money in hundredths of the
+currency, `avg` in millionths of a tick), each strategy's last client id (`last_id.<strategy>`),
+the daily P&L (`day_pnl`, hundredths) and counters of refusals by reason
+(`risk_reject.<REASON>`) and of illegal transitions.
+
+The daily loss limit counts from the start of the trading day (`executor.day_starts_at`, local
+time at `executor.utc_offset`): at the first mark of a new day each position's net P&L becomes
+its base, and the limit is checked against net P&L minus the bases. A tripped kill switch stays
+on across the new day (the operator resumes).
 """
 
 from __future__ import annotations
@@ -66,7 +78,8 @@ from ..topology import MARKET_DATA, strategy_agent
 from ..trading import OrdType
 from ..trading.orders import Order, OrderBook
 from ..trading.positions import Portfolio
-from ..trading.risk import RiskEngine
+from ..trading.risk import RiskEngine, trading_day
+from ..trading.store import TradingState, key
 from .common import Outbox, decode_control, end_of_stream, fixed, read_control
 
 MD_BATCH = 1024  # market-data ticks per pass at most
@@ -93,6 +106,14 @@ POSITION_VALUES = (("pos", "net position in lots (long > 0)"),
                    ("volume", "lots traded, both sides"))
 
 
+def state_path(cfg) -> str:
+    """The instance's state store (made by the supervisor before the agents start)."""
+    from ..identity import check_state_dir
+    from ..trading.store import path_for
+
+    return path_for(check_state_dir(cfg.resolved_state_dir()))
+
+
 class _Strategy:
     """One strategy as the executor sees it: its orders ring, reports outbox, positions,
     stream state and gauges."""
@@ -109,17 +130,21 @@ class _Strategy:
         routed = cfg.routes(scfg)
         self.routed = [False] * n
         self.pos = [None] * n  # Position per routed instrument
+        self.slots = [-1] * n  # its record in the state store
         self.gauges = [None] * n  # per routed instrument: the POSITION_VALUES Values
         st = ctx.stats
         syms = cfg.symbols()
         for i in routed:
             self.routed[i] = True
             self.pos[i] = ex.portfolio.position(index, i)
+            self.slots[i] = ex.state.position_slot(scfg.name, syms[i])
             self.gauges[i] = [st.value(f"{v}.{scfg.name}.{syms[i]}") for v, _ in POSITION_VALUES]
         self.held = set()  # instruments with an open position
         self.dirty = set()  # instruments whose position a fill changed since the last mark
         self.g_last_id = st.value(f"last_id.{scfg.name}")
-        self.last_id = self.g_last_id.value
+        self.last_id = ex.state.last_seen(index)
+        self.g_last_id.set(self.last_id)
+        self.day_base = 0.0  # net P&L of its positions when the trading day started
         self.orders_ended = False
         self.canceling = False  # cancel_all sent at the end of its stream
         self.reports_ended = False
@@ -142,6 +167,8 @@ class Executor(Agent):
                     ("canceled", COUNTER), ("expired", COUNTER), ("replaced", COUNTER),
                     ("cancel_rejects", COUNTER), ("illegal_transitions", COUNTER),
                     ("md_ticks", COUNTER), ("md_trades", COUNTER), ("loss_trips", COUNTER),
+                    ("day_pnl", GAUGE), ("restored_orders", COUNTER),
+                    ("orphan_orders", GAUGE), ("journal_replays", COUNTER),
                     ("working_orders", GAUGE), ("paused", GAUGE), ("reports_waiting", GAUGE),
                     ("alarms", COUNTER), ("control_in", COUNTER), ("quarantined", COUNTER),
                     ("reports_discarded", COUNTER),
@@ -176,6 +203,10 @@ class Executor(Agent):
         self.t2t = ctx.histogram("tick_to_trade")
         self.book = OrderBook()
         self.portfolio = Portfolio(cfg.contracts())
+        self.state = TradingState.open(state_path(cfg))
+        self.inst_keys = [key(sym) for sym in self.symbols]
+        self.day_start_s = cfg.executor.day_start_s()
+        self.utc_offset_s = cfg.executor.utc_offset_s()
         self.risk = RiskEngine(cfg.executor.risk.limits(), len(cfg.strategies))
         self.strategies = [_Strategy(self, i, s, cfg) for i, s in enumerate(cfg.strategies)]
         self.last = [0] * n  # last trade price per instrument, in ticks (0: none yet)
@@ -195,21 +226,44 @@ class Executor(Agent):
         self.c_paused.set(int(self.risk.kill_switch))
 
     def _restore(self) -> None:
-        """A restarted executor takes the positions and their money back from its stats
-        block (the previous process wrote them there)."""
+        """Re-attach to the state store: positions and their money, the daily-loss bases, and
+        the working orders (into the book and back to the venue)."""
+        st = self.state
+        if st.replayed_journal:
+            self.c_journal_replays.add()
         for s in self.strategies:
             for i, p in enumerate(s.pos):
                 if p is None:
                     continue
-                g = s.gauges[i]
-                p.qty = g[0].value
-                p.avg_price = g[1].value / 1e6
-                p.realized = g[2].value / 100
-                p.fees = g[4].value / 100
-                p.tax = g[5].value / 100
-                p.volume = g[6].value
+                st.load_position(s.slots[i], p)
+                s.day_base += st.day_base(s.slots[i])
                 if p.qty:
                     s.held.add(i)
+                if p.volume:
+                    s.dirty.add(i)  # its gauges are written at the first mark
+        by_key = {k: i for i, k in enumerate(self.inst_keys)}
+        now = time.monotonic_ns()
+        orphans = 0
+        for so in st.orders():
+            inst = by_key.get(so.instrument_key)
+            s = self.strategies[so.strategy] if so.strategy < len(self.strategies) else None
+            if s is None or inst is None or not s.routed[inst] or so.qty <= so.filled:
+                orphans += 1  # the supervisor refuses to start with these: kept, untouched
+                continue
+            if so.instrument != inst:
+                st.relocate(so.client_id, inst)
+            o = Order(so.client_id, s.index, inst, so.side, so.qty, so.price, so.ord_type,
+                      so.tif, so.t_created_ns)
+            if not self.book.restore(o, so.state, so.filled, so.fill_value):
+                orphans += 1
+                continue
+            self.venue.restore(s.index, o.client_id, inst, o.side, o.qty, o.filled,
+                               o.ord_type, o.tif, o.price, o.state != 0, now)
+            self.live[inst] += 1
+            self.live_np[inst] += 1
+            self.c_restored_orders.add()
+        self.c_orphan_orders.set(orphans)
+        self.c_working_orders.set(self.book.n_working)
 
     # --- the loop ---------------------------------------------------------------------------
     def sleep_for(self) -> float | None:
@@ -514,6 +568,7 @@ class Executor(Agent):
             reason = RejectReason.DUPLICATE_ORDER_ID
         else:
             s.last_id = oid
+            self.state.set_seen(s.index, oid)
             s.g_last_id.set(oid)
             if not (0 <= inst < self.n_instruments and s.routed[inst]):
                 reason = RejectReason.UNKNOWN_INSTRUMENT
@@ -526,6 +581,8 @@ class Executor(Agent):
                                          self._last_price(inst), s.pos[inst].qty,
                                          book.working_qty(s.index, inst, ev.side),
                                          book.working_orders(s.index), now)
+            if not reason and not self.state.has_room():
+                reason = RejectReason.MAX_WORKING_ORDERS  # the instance's store is full
         if reason:
             self.latency.record(now - ev.t_ingest)
             self.c_rejects.add()
@@ -533,12 +590,13 @@ class Executor(Agent):
             self._send(s, OrderReport(0, ev.t_ingest, oid, _REJECT, inst, ev.side, ev.qty, ev.price,
                                       reason, 0, 0))
             return
+        o = Order(oid, s.index, inst, ev.side, ev.qty, ev.price, ev.ord_type, ev.tif, ev.t_ingest)
+        self.state.add_order(o, self.inst_keys[inst])  # on record before the venue has it
         self.venue.submit(s.index, oid, inst, ev.side, ev.qty, ev.ord_type, ev.tif, ev.price, now)
         if ev.tick_seq >= 0:
             self.t2t.record(time.monotonic_ns() - ev.t_ingest)  # first: nothing before the venue
         # into the book after the hand-over (the venue answers nothing before the next poll)
-        self.book.add(Order(oid, s.index, inst, ev.side, ev.qty, ev.price, ev.ord_type, ev.tif,
-                            ev.t_ingest))
+        self.book.add(o)
         self.latency.record(now - ev.t_ingest)
         self.live[inst] += 1
         self.live_np[inst] += 1
@@ -607,6 +665,7 @@ class Executor(Agent):
     # --- the venue's answers ----------------------------------------------------------------
     def _venue_events(self, evs) -> int:
         book = self.book
+        state = self.state
         for owner, cid, kind, qty, price, reason in evs:
             o = book.get(cid)
             if o is None or not book.apply(kind, cid, qty, price, reason):
@@ -621,6 +680,7 @@ class Executor(Agent):
                     self._ended(o)
             elif kind == _ACK:
                 self.c_acks.add()
+                state.set_state(o)
             elif kind == _CANCELED:
                 self.c_canceled.add()
                 self._ended(o)
@@ -633,6 +693,7 @@ class Executor(Agent):
                 self._ended(o)
             elif kind == _REPLACED:
                 self.c_replaced.add()
+                state.update(o)
             else:
                 self.c_cancel_rejects.add()
                 if reason:
@@ -643,6 +704,7 @@ class Executor(Agent):
         return len(evs)
 
     def _ended(self, o: Order) -> None:
+        self.state.end_order(o.client_id)  # a fill's end was written with it (no-op then)
         self.live[o.instrument] -= 1
         self.live_np[o.instrument] -= 1
 
@@ -653,6 +715,7 @@ class Executor(Agent):
         i = o.instrument
         p = s.pos[i]
         p.apply_fill(o.side, qty, price)
+        self.state.update(o, s.slots[i], p)  # the order and its position, in one step
         s.gauges[i][0].set(p.qty)
         if p.qty:
             s.held.add(i)
@@ -662,11 +725,29 @@ class Executor(Agent):
 
     def _mark(self, now: int) -> None:
         """Mark open positions to market and publish what fills changed: the money gauges of
-        each position, and each strategy's net P&L to the daily loss limit."""
+        each position, and each strategy's daily net P&L to the daily loss limit."""
         self.marked_ns = now
+        day = trading_day(time.time(), self.utc_offset_s, self.day_start_s)
+        if day != self.state.day:
+            self._new_day(day)
         for s in self.strategies:
             if s.held or s.dirty:
                 self._mark_strategy(s)
+        self.c_day_pnl.set(fixed(self.risk.instance_pnl, 100))
+
+    def _new_day(self, day: int) -> None:
+        """The trading day changed: each position's net P&L now is its base for the day."""
+        st, last = self.state, self.last
+        for s in self.strategies:
+            s.day_base = 0.0
+            for i, p in enumerate(s.pos):
+                if p is None:
+                    continue
+                base = p.realized - p.fees - p.tax + (p.unrealized(last[i]) if last[i] else 0.0)
+                st.set_day_base(s.slots[i], base)
+                s.day_base += base
+            s.dirty.update(i for i, p in enumerate(s.pos) if p is not None and p.volume)
+        st.day = day  # last: killed before it, the next process sets the bases again
 
     def _mark_strategy(self, s: _Strategy) -> None:
         last = self.last
@@ -692,10 +773,15 @@ class Executor(Agent):
                 g[5].set(fixed(p.tax, 100))
                 g[6].set(p.volume)
         dirty.clear()
+        net -= s.day_base
         if self.risk.on_pnl(s.index, net):
             self.c_loss_trips.add()
             self._alarm(f"daily loss limit crossed: net P&L {self.risk.instance_pnl:,.2f} <= "
                         f"-{self.risk.limits.daily_loss_limit:,.2f}")
+
+    def on_close(self) -> None:
+        self._mark(time.monotonic_ns())
+        self.state.flush()  # to the disk now, not at the kernel's next write-back
 
     # --- kill switch, quarantine, end of stream ---------------------------------------------
     def _alarm(self, why: str) -> None:

@@ -9,10 +9,9 @@ The stage keeps the strategy's own view of its orders and positions (`StrategyAp
 `OrderBook` and a `Portfolio` applied from the executor's reports), so `on_order`/`on_fill`
 are driven by reports and the strategy's `position`/`pnl` are its own count, independent of
 the executor's (the run report compares the two). Client order ids are
-`(strategy index << 40) | n`, n from a counter in this agent's stats block (the gauge
-`order_id`): the supervisor's shared memory, so a restarted strategy process continues it and
-never reuses an id within a run of the instance. (Across daemon restarts the counter starts
-again at 1: persisting it is the crash-safety step.)
+`(strategy index << 40) | n`, n from this strategy's counter in the executor's state store
+(hftd.trading.store, a mapped file of the instance's state directory): a restarted strategy
+process, and the next run of the daemon, continue it, so an id is never issued twice.
 
 Timers: a strategy class with `timer_s > 0` gets `on_timer()` that often, checked once per
 pass (a parked stage wakes for it), so it may come up to `idle.park_us` late.
@@ -32,10 +31,13 @@ import time
 from ..agent import Agent
 from ..events import (Codec, Control, ControlKind, OrderRequest, ReportKind, ReportStream, Tick,
                       TickStream)
+from .. import stats
 from ..stats import COUNTER, GAUGE, Schema
 from ..strategies.base import Strategy, StrategyApi
-from ..trading.orders import IdSource
+from ..trading.orders import IdSource, Order
+from ..trading.store import TradingState, key
 from .common import Outbox, end_of_stream, fixed, read_control
+from .executor import state_path
 
 _ACK, _REJECT, _FILL = ReportKind.ACK, ReportKind.REJECT, ReportKind.FILL
 _CANCELED, _EXPIRED = ReportKind.CANCELED, ReportKind.EXPIRED
@@ -70,7 +72,7 @@ class StrategyStage(Agent):
                     ("illegal_transitions", COUNTER), ("report_mismatches", COUNTER),
                     ("seq_gaps", COUNTER), ("first_seq", GAUGE), ("last_seq", GAUGE),
                     ("orders_waiting", GAUGE), ("orders_refused", COUNTER), ("control_in", COUNTER),
-                    ("paused", GAUGE), ("alarms", COUNTER), ("order_id", GAUGE),
+                    ("paused", GAUGE), ("alarms", COUNTER),
                     ("working_orders", GAUGE), ("command_done", GAUGE),
                     ("first_tick_ns", GAUGE), ("last_tick_ns", GAUGE),
                     *cls._position_values(cfg)),
@@ -117,10 +119,14 @@ class StrategyStage(Agent):
         self.outbox = Outbox(self.orders, self.encode_order,
                              int(cfg.rings.orders.block_deadline_ms * 1e6), self.c_orders_out,
                              self._overdue)
-        # the id counter is the stats gauge `order_id`, indexed directly (a store per order)
+        # the id counter is this strategy's word in the executor's state store (a store per
+        # order): it outlives this process and the daemon, so an id is never issued twice
+        self.state = TradingState.open(state_path(cfg))
         self.api = StrategyApi(syms, cfg.contracts(), self._send, self.index,
-                               IdSource(st.q_values, st.index["order_id"]), routed)
+                               IdSource(self.state.q, self.state.id_slot(self.index)), routed)
         self.api.refused = self.c_orders_refused
+        if not st.q_header[stats.H_RESTARTS]:
+            self._reconcile(cfg, syms, routed)
         self.api.name = self.name
         self.api.state_dir = cfg.resolved_state_dir()
         self.strategy = load_strategy_class(scfg.class_)(self.api, scfg.params)
@@ -130,6 +136,27 @@ class StrategyStage(Agent):
         self.stopped = False  # on_stop was called: no callback any more
         self.timer_ns = 0
         self.next_timer_ns = 0
+
+    def _reconcile(self, cfg, syms, routed) -> None:
+        """At the daemon's start (nothing is in flight yet: the feed starts once every agent
+        runs) the strategy's view starts from the executor's record: its positions, and the
+        working orders a crashed earlier run left (the executor manages them)."""
+        state, api = self.state, self.api
+        for i in routed:
+            slot = state.find_position(self.name, syms[i])
+            if slot is not None:
+                state.load_position(slot, api.positions[i])
+        by_key = {key(sym): i for i, sym in enumerate(syms)}
+        for so in state.orders():
+            inst = by_key.get(so.instrument_key)
+            if so.strategy != self.index or inst is None:
+                continue
+            api.restore_order(Order(so.client_id, self.index, inst, so.side, so.qty, so.price,
+                                    so.ord_type, so.tif, so.t_created_ns),
+                              so.state, so.filled, so.fill_value)
+
+    def on_close(self) -> None:
+        self.state.flush()  # its id counter, to the disk now
 
     def _command(self, seq: int) -> None:
         """A command the supervisor handed over (hftd.commands): the strategy's on_command

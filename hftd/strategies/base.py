@@ -55,7 +55,6 @@ price raises ValueError (a bug in the strategy, not a market event).
 
 from __future__ import annotations
 
-import os
 import time
 
 from ..events import ORDER_ID_SHIFT, OrderAction, OrderReport, OrderRequest, ReportKind, Side, Tick
@@ -81,12 +80,9 @@ class Strategy:
     def state_dir(self) -> str:
         """A directory of this instance (ours, mode 0700) for what must outlive a restart of
         the strategy or of the daemon; made on first use."""
-        from ..identity import check_runtime_dir
+        from ..identity import check_state_dir
 
-        path = self.api.state_dir
-        os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-        check_runtime_dir(path, create=True)
-        return path
+        return check_state_dir(self.api.state_dir)
 
     def on_command(self, name: str, args: dict) -> str:
         """A command from the CLI through the supervisor (e.g. `hftd conditions`): return the
@@ -266,6 +262,14 @@ class StrategyApi:
         t_ingest, seq = self._context()
         self._send(OrderRequest(0, t_ingest, order_id, _REPLACE, o.instrument, o.side, qty, price,
                                 o.ord_type, o.tif, seq))
+        return True
+
+    def restore_order(self, o: Order, state: int, filled: int, fill_value: int) -> bool:
+        """A working order the executor has on record (reconciliation at start-up)."""
+        if not self.book.restore(o, state, filled, fill_value):
+            return False
+        self.working[o.client_id] = o
+        self.net_working[o.instrument] += o.side * (o.qty - filled)
         return True
 
     def apply_report(self, r: OrderReport) -> Order | None:

@@ -181,6 +181,38 @@ class SimVenue:
                 n += 1
         return n
 
+    def restore(self, owner: int, client_id: int, instrument: int, side: int, qty: int,
+                filled: int, ord_type: int, tif: int, price: int, acked: bool,
+                now_ns: int) -> None:
+        """An order the venue already has, taken back after the executor (and this venue in
+        it) restarted: as if the venue were remote and had kept it. An acknowledged one is
+        working again at once (a limit order at the back of its price: a restart does not
+        keep time priority; an IOC/FOK waits for its first trade again, its window restarted);
+        one not yet acknowledged arrives after the latency, like a new one."""
+        if not acked:
+            self.submit(owner, client_id, instrument, side, qty, ord_type, tif, price, now_ns)
+            return
+        live = self._owners.setdefault(owner, {})
+        if client_id in live:
+            raise ValueError(f"client id {client_id} of owner {owner} is already working")
+        if not 0 <= filled < qty:
+            raise ValueError(f"order {client_id}: filled {filled} of {qty} is not working")
+        o = live[client_id] = _Order(owner, client_id, instrument, side, qty, ord_type, tif,
+                                     price)
+        o.filled = filled
+        o.state = _PARTIAL if filled else _NEW
+        book = self._books.get(instrument)
+        if book is None:
+            book = self._books[instrument] = _Book()
+        if ord_type == _LIMIT:
+            self._put(book, o)
+            if tif != _ROD:
+                book.ioc.append(o)
+        else:
+            book.market.append(o)
+        if tif != _ROD and self.ioc_window_ns:
+            self._at(now_ns + self.ioc_window_ns, _EXPIRE, o, 0, 0, 0)
+
     # -- what happens --------------------------------------------------------------------
 
     def poll(self, now_ns: int):

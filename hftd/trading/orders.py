@@ -230,6 +230,21 @@ class OrderBook:
         self.orders[order.client_id] = order
         return True
 
+    def restore(self, order: Order, state: int, filled: int, fill_value: int) -> bool:
+        """A working order taken back from a store (a restarted executor's): in its `state`
+        with `filled` lots (of value `fill_value`) done, in the working indexes."""
+        if not (_PENDING_NEW <= state < _FILLED and 0 <= filled < order.qty) \
+                or (state == _PENDING_NEW and filled):
+            return self._bad("restore:not_working")
+        if not self.add(order):
+            return False
+        order.state = state
+        order.filled = filled
+        order.fill_value = fill_value
+        order.avg_fill_price = fill_value / filled if filled else 0.0
+        order._qty_cell.n -= filled
+        return True
+
     def on_ack(self, client_id: int) -> bool:
         o = self._working("ack", client_id)
         if o is None:

@@ -107,6 +107,13 @@ class RiskLimits:
                 raise ValueError(f"{burst} must be >= 1 when {rate} is set")
 
 
+def trading_day(epoch_s: float, utc_offset_s: int, day_start_s: int) -> int:
+    """The trading day at `epoch_s` (Unix time), as a day number: the local date (at
+    `utc_offset_s` from UTC) on which it started, in days since 1970-01-01, for a day that
+    starts `day_start_s` seconds after local midnight."""
+    return int((epoch_s + utc_offset_s - day_start_s) // 86400)
+
+
 class TokenBucket:
     """`rate_per_s` tokens a second up to `burst`, full at start; `take(now_ns)` spends one.
 
