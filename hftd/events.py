@@ -60,6 +60,10 @@ class ControlKind(enum.IntEnum):
     START = 5  # the whole pipeline is up: the producer may begin taking ticks
     QUARANTINE = 6  # strategy number `arg` is given up: stop feeding / serving it
     COMMAND = 7  # a command for this agent waits in the runtime dir (hftd.commands); arg = seq
+    # a restarted strategy asks the executor for its state (on its orders ring); the executor
+    # answers in order on the reports ring once the snapshot file is written (arg = its number)
+    RECONCILE = 8
+    RECONCILED = 9
 
 
 class RejectReason(enum.IntEnum):

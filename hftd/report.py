@@ -78,6 +78,9 @@ def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
               **{k: ev[k] for k in ORDER_COUNTS},
               "cancels": ev["cancels_in"], "replaces": ev["replaces_in"],
               "working": ev["working_orders"],
+              # working orders taken back from the state store at the executor's start (a
+              # crashed earlier run or process): not sent in this run, but answered in it
+              "restored_pending": ev["restored_pending"], "restored_acked": ev["restored_acked"],
               "rejects_by_reason": {k.split(".", 1)[1]: n for k, n in ev.items()
                                     if k.startswith("risk_reject.") and n},
               "by_strategy": {name: {"sent": v["new_orders"], "cancels": v["cancels_sent"],
@@ -224,8 +227,11 @@ def accounting_lines(rep: dict) -> list[str]:
     if o is not None:
         a = o["acks"]
         ended = o["filled"] + o["canceled"] + o["expired"]
-        out.append(f"accounting: orders: sent {o['sent']} = acks {a} + rejects {o['rejects']} + "
-                   f"unanswered {o['sent'] - a - o['rejects']}; acks {a} = filled {o['filled']} + "
-                   f"canceled {o['canceled']} + expired {o['expired']} + working {a - ended} "
-                   f"(in the executor's book: {o['working']})")
+        rp, ra = o.get("restored_pending", 0), o.get("restored_acked", 0)
+        sent = f"sent {o['sent']}" + (f" + restored {rp}" if rp else "")
+        acked = f"acks {a}" + (f" + restored {ra}" if ra else "")
+        out.append(f"accounting: orders: {sent} = acks {a} + rejects {o['rejects']} + "
+                   f"unanswered {o['sent'] + rp - a - o['rejects']}; {acked} = filled "
+                   f"{o['filled']} + canceled {o['canceled']} + expired {o['expired']} + working "
+                   f"{a + ra - ended} (in the executor's book: {o['working']})")
     return out

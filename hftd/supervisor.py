@@ -82,6 +82,23 @@ class _Agent:
         return self.finished or self.quarantined
 
 
+def _unmanageable(o, strategies, keys: dict, cfg) -> str:
+    """Why working order record `o` cannot be managed under this config ("" if it can)."""
+    if not 0 <= o.strategy < len(strategies):
+        return f"its strategy #{o.strategy} is not configured"
+    sc = strategies[o.strategy]
+    if o.strategy_key != store_mod.key(sc.name):
+        return f"it was sent by another strategy than {sc.name} (strategy #{o.strategy} now)"
+    inst = keys.get(o.instrument_key)
+    if inst is None or inst not in cfg.routes(sc):
+        return f"its instrument is not routed to strategy {sc.name}"
+    if o.side not in (1, -1) or o.qty <= 0 or not 0 <= o.filled < o.qty \
+            or not 0 <= o.state <= 2 or o.ord_type not in (0, 1) or not 0 <= o.tif <= 2:
+        return (f"the record is corrupt (side {o.side}, qty {o.qty}, filled {o.filled}, "
+                f"state {o.state}, type {o.ord_type}, tif {o.tif})")
+    return ""
+
+
 def describe_exit(rc: int, state: int) -> str:
     if rc < 0:
         try:
@@ -190,6 +207,10 @@ class Supervisor:
             self.log(f"error: {e}")
             self._unlock()
             return 2
+        except OSError as e:
+            self.log(f"error: state directory {self.cfg.resolved_state_dir()}: {e}")
+            self._unlock()
+            return 2
         t0 = time.monotonic()
         rc = 1
         try:
@@ -276,33 +297,43 @@ class Supervisor:
 
     def _check_state(self) -> None:
         """The executor's state store (hftd.trading.store), made if missing: every working
-        order on record must be one this config can trade, or the executor could neither
-        manage nor cancel it."""
+        order on record must be one this config can trade (the same strategy at the same
+        index, an instrument routed to it), or the executor could neither manage nor cancel
+        it. An open position of a strategy or instrument no longer configured is kept in the
+        store and named in the log (nothing trades it)."""
         from .stages.executor import state_path
 
-        path = state_path(self.cfg)
-        st = store_mod.TradingState.open(path)
         try:
-            n = len(self.cfg.strategies)
+            path = state_path(self.cfg)
+            st = store_mod.TradingState.open(path)
+        except OSError as e:
+            raise store_mod.StateError(f"state directory of {self.cfg.resolved_state_dir()}: "
+                                       f"{e.strerror or e}") from None
+        try:
+            strategies = self.cfg.strategies
+            n = len(strategies)
             if n > store_mod.ID_SLOTS:
                 raise store_mod.StateError(f"strategies: {n} strategies, the state store keeps "
                                            f"id counters for {store_mod.ID_SLOTS}")
             keys = {store_mod.key(sym): i for i, sym in enumerate(self.cfg.symbols())}
             names = {store_mod.key(p.symbol): p.symbol for p in st.positions()}
             for o in st.orders():
-                inst = keys.get(o.instrument_key)
-                if o.strategy < n and inst is not None and \
-                        inst in self.cfg.routes(self.cfg.strategies[o.strategy]):
-                    continue
-                what = (f"strategy #{o.strategy}" if o.strategy >= n else
-                        f"strategy {self.cfg.strategies[o.strategy].name}")
-                sym = names.get(o.instrument_key, "an instrument")
-                raise store_mod.StateError(
-                    f"{path} holds working order {o.client_id} of {what} in {sym}, which this "
-                    f"config does not route to it: start with the config it was sent under "
-                    f"(the order is then managed and can be canceled), or, if it is known to "
-                    f"be gone at the venue, move the file away (positions and id counters "
-                    f"start over)")
+                why = _unmanageable(o, strategies, keys, self.cfg)
+                if why:
+                    sym = names.get(o.instrument_key, "an unknown instrument")
+                    raise store_mod.StateError(
+                        f"{path} holds working order {o.client_id} ({sym}) that this config "
+                        f"cannot manage: {why}. Start with the config it was sent under (the "
+                        f"order is then managed and can be canceled), or, if it is known to be "
+                        f"gone at the venue, move the file away (positions and id counters "
+                        f"start over)")
+            pairs = {(sc.name, sym) for sc in strategies for sym in
+                     (self.cfg.symbols()[i] for i in self.cfg.routes(sc))}
+            for p in st.positions():
+                if p.qty and (p.strategy, p.symbol) not in pairs:
+                    self.log(f"warning: {path} holds an open position of {p.qty} {p.symbol} "
+                             f"for strategy {p.strategy}, which this config does not trade: "
+                             f"kept, untouched")
             if st.replayed_journal:
                 self.log(f"state store {path}: completed an update interrupted by a crash")
         finally:
@@ -315,6 +346,13 @@ class Supervisor:
             pass
         for a in self.agents:
             commands.remove_all(self.runtime_dir, self.instance, a.name)
+        from .stages.executor import snapshot_path
+
+        for scfg in self.cfg.strategies:
+            try:
+                os.unlink(snapshot_path(self.runtime_dir, self.instance, scfg.name))
+            except FileNotFoundError:
+                pass
         self.lock.release()
 
     def _write_spec(self, cfg: config_mod.Config) -> None:

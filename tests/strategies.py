@@ -46,11 +46,13 @@ class Recorder(Strategy):
 
 
 class Poison(Strategy):
-    """Raises on the tick whose sequence number is params['raise_at']: a strategy bug that
-    kills its process every time that tick is delivered."""
+    """Raises on the tick whose sequence number is params['raise_at'] (a tick whose on_tick
+    began is not handled again by the restarted process, so it kills it once), or, with
+    params['every_later'], on every tick from there on: a bug that kills every process."""
 
     def on_tick(self, tick):
-        if tick.seq == self.params["raise_at"]:
+        at = self.params["raise_at"]
+        if tick.seq == at or (self.params.get("every_later") and tick.seq >= at):
             raise RuntimeError(f"poison tick {tick.seq}")
 
 

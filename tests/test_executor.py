@@ -500,3 +500,35 @@ def test_random_orders_never_take_a_position_past_its_limit(plant, seed):
     assert all(refused.values()), refused
     assert d.stat("illegal_transitions") == 0
     print(f"\nseed {seed}: worst |position| {worst}; refused {refused}; fills {d.stat('fills')}")
+
+
+def test_a_new_trading_day_found_at_start_waits_for_prices_to_set_its_bases(plant, monkeypatch):
+    """An executor that starts on a new trading day with open positions takes each one's
+    base only once its instrument has traded, so the base includes the position's unrealised
+    P&L at the market and the day starts at 0, as it does when the day turns while running."""
+    import hftd.stages.executor as ex_mod
+
+    day = [200]
+    monkeypatch.setattr(ex_mod, "trading_day", lambda *a: day[0])
+    d = Desk(plant, max_position=5)
+    d.trade(20_000)
+    d.new(qty=1)
+    d.work()
+    d.trade(20_000)
+    d.work()
+    d.trade(20_100)  # long 1 from 20,000: +20,000 unrealised
+    time.sleep(0.002)
+    d.work()
+    assert d.stat("unrealized.sample.TXF") == 20_000 * 100
+    day[0] = 201
+    d.ex = Executor(d.p.context("executor"))  # the next start, on the next day: no price yet
+    time.sleep(0.002)
+    d.work()
+    assert d.ex.state.day == 200  # not rolled over without a price
+    d.trade(20_100)
+    time.sleep(0.002)
+    d.work()
+    time.sleep(0.002)
+    d.work()
+    assert d.ex.state.day == 201 and d.stat("day_pnl") == 0
+    assert d.stat("pos.sample.TXF") == 1

@@ -107,3 +107,49 @@ params = {{ every = 10, seed = 7, out = "{tmp_path}/life.json" }}
     rows = {(r["strategy"], r["symbol"]): r for r in rep["positions"]["rows"]}
     assert {s for s, _ in rows} == {"mom", "life"}
     assert {sym for s, sym in rows if s == "life"} <= {"TXF", "MXF"}
+
+
+def test_a_strategy_killed_mid_run_takes_its_state_back_from_the_executor(instance, tmp_path):
+    """SIGKILL the strategy twice while orders are working at a venue 5 ms away. Each new
+    process asks the executor for its state before it takes a tick (RECONCILE), skips the
+    reports the snapshot already holds, and goes on from there: at the end its own positions
+    equal the executor's to the lot and the cent, no id was reused, and the orders the dead
+    processes never wrote out are counted as lost signals, not sent twice."""
+    import time
+
+    import psutil
+
+    from conftest import start_hftd, wait_running
+
+    report = tmp_path / "r.json"
+    proc = start_hftd(instance, tmp_path, "--ticks", "100000", "--report", str(report),
+                      toml='[producer.synthetic]\nrate = 20000.0\n[executor.sim]\n'
+                           'latency_us = 5000.0\n[metrics]\nlisten = ""\n')
+    try:
+        for _ in range(2):
+            wait_running(instance)
+            time.sleep(1.0)
+            victim = next(p for p in psutil.Process(proc.pid).children()
+                          if "strategy" in p.cmdline())
+            victim.kill()
+            victim.wait(10)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    rep = json.loads(report.read_text())
+    st = rep["stages"]["strategy.sample"]
+    assert st["restarts"] == 2 and st["values"]["reconciled"] == 2, st["values"]
+    o = rep["orders"]
+    assert o["rejects_by_reason"].get("DUPLICATE_ORDER_ID", 0) == 0
+    assert o["received"] == o["acks"] + o["rejects"] and o["working"] == 0, o
+    assert o["sent"] == o["received"] + st["values"]["signals_lost"], o
+    assert o["acks"] == o["filled"] + o["canceled"] + o["expired"], o
+    for row in rep["positions"]["rows"]:
+        view = row["strategy_view"]
+        assert view["qty"] == row["qty"], row
+        for k in ("realized", "fees", "tax"):
+            assert abs(view[k] - row[k]) < 0.011, (k, row)
+    assert shm.leftovers(instance) == []

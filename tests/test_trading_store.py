@@ -189,9 +189,35 @@ def test_the_daemon_refuses_to_start_over_a_working_order_it_could_not_manage(
     os.makedirs(d, mode=0o700)
     st = TradingState.open(os.path.join(d, "executor.state"))
     st.position_slot("sample", "NOPE")  # its name, for the message
-    st.add_order(_order(77), key("NOPE"))
+    st.add_order(_order(77), key("NOPE"), key("sample"))
     st.close()
     r = run_hftd("--ticks", "100")
     assert r.returncode == 2, r.stderr
-    assert "working order 77 of strategy sample in NOPE" in r.stderr
+    assert "working order 77 (NOPE)" in r.stderr and "not routed to strategy sample" in r.stderr
     assert "move the file away" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_order_of_a_renamed_strategy_is_not_handed_to_another(run_hftd, instance):
+    """Working orders are filed by strategy index, positions by name: an order sent by
+    strategy `alpha` at index 0 is refused to `sample` at index 0, naming both."""
+    d = os.path.join(os.environ["XDG_STATE_HOME"], "hftd", instance)
+    os.makedirs(d, mode=0o700)
+    st = TradingState.open(os.path.join(d, "executor.state"))
+    st.add_order(_order(78), key("TXF"), key("alpha"))
+    st.close()
+    r = run_hftd("--ticks", "100")
+    assert r.returncode == 2, r.stderr
+    assert "working order 78" in r.stderr and "another strategy than sample" in r.stderr
+
+
+@pytest.mark.parametrize("where", ["a file", "under a file", "/proc"])
+def test_an_unusable_state_dir_is_one_line_exit_2_and_leaves_nothing(run_hftd, instance,
+                                                                    tmp_path, where):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    path = {"a file": str(f), "under a file": str(f / "sub"), "/proc": "/proc/self/hftdx"}[where]
+    r = run_hftd("--ticks", "100", toml=f'state_dir = "{path}"\n')
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and "state directory" in r.stderr, r.stderr
+    from hftd import shm
+    assert shm.leftovers(instance) == []

@@ -64,9 +64,11 @@ on across the new day (the operator resumes).
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
+import msgspec
 import numpy as np
 
 from .. import venues
@@ -74,6 +76,7 @@ from ..agent import Agent
 from ..events import (ORDER_ID_SHIFT, Codec, Control, ControlKind, OrderAction, OrderReport,
                       OrderStream, RejectReason, ReportKind, ReportStream, TickStream)
 from ..stats import COUNTER, GAUGE, Schema
+from ..identity import write_private
 from ..topology import MARKET_DATA, strategy_agent
 from ..trading import OrdType
 from ..trading.orders import Order, OrderBook
@@ -104,6 +107,11 @@ POSITION_VALUES = (("pos", "net position in lots (long > 0)"),
                    ("unrealized", "unrealised P&L at the last trade, hundredths"),
                    ("fees", "fees paid, hundredths"), ("tax", "transaction tax paid, hundredths"),
                    ("volume", "lots traded, both sides"))
+
+
+def snapshot_path(runtime_dir: str, instance: str, strategy: str) -> str:
+    """Where the executor leaves a restarted strategy's snapshot (see `_reconcile`)."""
+    return os.path.join(runtime_dir, f"{instance}.{strategy}.snapshot.json")
 
 
 def state_path(cfg) -> str:
@@ -145,6 +153,7 @@ class _Strategy:
         self.last_id = ex.state.last_seen(index)
         self.g_last_id.set(self.last_id)
         self.day_base = 0.0  # net P&L of its positions when the trading day started
+        self.key = key(scfg.name)
         self.orders_ended = False
         self.canceling = False  # cancel_all sent at the end of its stream
         self.reports_ended = False
@@ -168,6 +177,8 @@ class Executor(Agent):
                     ("cancel_rejects", COUNTER), ("illegal_transitions", COUNTER),
                     ("md_ticks", COUNTER), ("md_trades", COUNTER), ("loss_trips", COUNTER),
                     ("day_pnl", GAUGE), ("restored_orders", COUNTER),
+                    ("restored_pending", COUNTER), ("restored_acked", COUNTER), ("reconciles", COUNTER),
+                    ("md_fed", GAUGE), ("md_replays", COUNTER), ("md_restart_skipped", COUNTER),
                     ("orphan_orders", GAUGE), ("journal_replays", COUNTER),
                     ("working_orders", GAUGE), ("paused", GAUGE), ("reports_waiting", GAUGE),
                     ("alarms", COUNTER), ("control_in", COUNTER), ("quarantined", COUNTER),
@@ -222,6 +233,13 @@ class Executor(Agent):
         self.on_events = self._venue_events
         self.md_ended = False
         self.marked_ns = 0
+        # market data: ring position + 1 of the last trade handed to the venue, written before
+        # it is (a restarted executor does not hand it over again: a fill is never made twice
+        # from one print), and per instrument the seq of the last trade fed (a tick routed
+        # again by a restarted dispatcher is not a new trade)
+        self._fed_q, self._fed_i = st.q_values, st.index["md_fed"]
+        self.md_seen = [-1] * n
+        self._skip_fed()
         self._restore()
         self.c_paused.set(int(self.risk.kill_switch))
 
@@ -236,6 +254,7 @@ class Executor(Agent):
                 if p is None:
                     continue
                 st.load_position(s.slots[i], p)
+                s.gauges[i][0].set(p.qty)
                 s.day_base += st.day_base(s.slots[i])
                 if p.qty:
                     s.held.add(i)
@@ -246,8 +265,9 @@ class Executor(Agent):
         orphans = 0
         for so in st.orders():
             inst = by_key.get(so.instrument_key)
-            s = self.strategies[so.strategy] if so.strategy < len(self.strategies) else None
-            if s is None or inst is None or not s.routed[inst] or so.qty <= so.filled:
+            s = self.strategies[so.strategy] if 0 <= so.strategy < len(self.strategies) else None
+            if s is None or inst is None or not s.routed[inst] or so.qty <= so.filled \
+                    or so.strategy_key != key(s.name):
                 orphans += 1  # the supervisor refuses to start with these: kept, untouched
                 continue
             if so.instrument != inst:
@@ -262,8 +282,26 @@ class Executor(Agent):
             self.live[inst] += 1
             self.live_np[inst] += 1
             self.c_restored_orders.add()
+            (self.c_restored_acked if o.state else self.c_restored_pending).add()
         self.c_orphan_orders.set(orphans)
         self.c_working_orders.set(self.book.n_working)
+
+    def _skip_fed(self) -> None:
+        """After a restart: the market data the previous process fed is not fed again (only
+        each instrument's last price is taken from it)."""
+        md = self.md
+        fed = self._fed_q[self._fed_i]
+        n = min(fed - md.position, md.available())
+        if n <= 0:
+            return
+        ring = md.ring
+        for p in range(md.position, md.position + n):
+            k = ring.i_key[p & ring.mask]
+            if k >= 0:
+                self.md_lasts[k] = p
+        self.md_pos = md.position + n
+        self.md_seq = -2
+        self.c_md_restart_skipped.add(n)
 
     # --- the loop ---------------------------------------------------------------------------
     def sleep_for(self) -> float | None:
@@ -387,6 +425,9 @@ class Executor(Agent):
         last = self.last
         lasts = self.md_lasts
         trades = 0
+        replays = 0
+        seen = self.md_seen
+        fed_q, fed_i = self._fed_q, self._fed_i
         if n <= MD_SCALAR:
             live = self.live
             taken = 0
@@ -400,12 +441,17 @@ class Executor(Agent):
                 if live[k]:
                     t = decode(payload(p))
                     last[k] = t.price
+                    if k in lasts:
+                        del lasts[k]  # its price is known
+                    if t.seq <= seen[k]:
+                        replays += 1
+                        continue
+                    seen[k] = t.seq
+                    fed_q[fed_i] = p + 1
                     trades += 1
                     evs = on_trade(k, t.price, t.qty, now)
                     if evs:
                         on_events(evs)
-                    if k in lasts:
-                        del lasts[k]  # its price is known
                 else:
                     lasts[k] = p
             n = taken
@@ -426,6 +472,11 @@ class Executor(Agent):
                         continue  # its orders ended earlier in this batch (a market order's first trade)
                     t = decode(payload(pos + j))
                     last[i] = t.price
+                    if t.seq <= seen[i]:
+                        replays += 1
+                        continue
+                    seen[i] = t.seq
+                    fed_q[fed_i] = pos + j + 1
                     trades += 1
                     evs = on_trade(i, t.price, t.qty, now)
                     if evs:
@@ -436,9 +487,12 @@ class Executor(Agent):
             for i in np.flatnonzero(at >= 0).tolist():
                 lasts[i] = pos + int(at[i])
         self.md_pos = pos + n
+        fed_q[fed_i] = pos + n
         self.md_seq = -2
         if trades:
             self.c_md_trades.add(trades)
+        if replays:
+            self.c_md_replays.add(replays)
         return n
 
     def _fed_seq(self) -> int:
@@ -534,6 +588,8 @@ class Executor(Agent):
                 if ev.kind == ControlKind.SHUTDOWN:
                     s.orders_ended = True
                     break
+                if ev.kind == ControlKind.RECONCILE:
+                    self._reconcile(s)
                 continue
             action = ev.action
             if action == _NEW or action == _REPLACE:
@@ -558,6 +614,30 @@ class Executor(Agent):
         r.commit(taken)
         self.c_orders_in.add(taken - (1 if s.orders_ended else 0))
         return taken
+
+    def _reconcile(self, s: _Strategy) -> None:
+        """A restarted strategy asks for its state: its positions and working orders as of
+        now (every order it sent before asking has been taken: the ring is in order) go to a
+        snapshot file, and RECONCILED follows, in order, the reports already queued for it:
+        the strategy skips those (the snapshot has their effect) and applies what comes
+        after."""
+        self.c_reconciles.add()
+        snap = {"positions": {}, "orders": []}
+        for i, p in enumerate(s.pos):
+            if p is not None and p.volume:
+                snap["positions"][self.symbols[i]] = [p.qty, p.avg_price, p.realized, p.fees,
+                                                      p.tax, p.volume]
+        for o in self.book.working():
+            if o.strategy == s.index:
+                snap["orders"].append([o.client_id, o.instrument, o.side, o.qty, o.price,
+                                       o.ord_type, o.tif, o.state, o.filled, o.fill_value,
+                                       o.t_created_ns])
+        n = self.c_reconciles.value
+        write_private(snapshot_path(self.ctx.runtime_dir, self.ctx.instance, s.name),
+                      msgspec.json.encode({"n": n, **snap}))
+        now = time.monotonic_ns()
+        s.outbox.add(Control(0, now, ControlKind.RECONCILED, n))
+        s.outbox.flush()
 
     def _new(self, s: _Strategy, ev) -> None:
         self.c_new_in.add()
@@ -591,7 +671,7 @@ class Executor(Agent):
                                       reason, 0, 0))
             return
         o = Order(oid, s.index, inst, ev.side, ev.qty, ev.price, ev.ord_type, ev.tif, ev.t_ingest)
-        self.state.add_order(o, self.inst_keys[inst])  # on record before the venue has it
+        self.state.add_order(o, self.inst_keys[inst], s.key)  # on record before the venue has it
         self.venue.submit(s.index, oid, inst, ev.side, ev.qty, ev.ord_type, ev.tif, ev.price, now)
         if ev.tick_seq >= 0:
             self.t2t.record(time.monotonic_ns() - ev.t_ingest)  # first: nothing before the venue
@@ -728,12 +808,18 @@ class Executor(Agent):
         each position, and each strategy's daily net P&L to the daily loss limit."""
         self.marked_ns = now
         day = trading_day(time.time(), self.utc_offset_s, self.day_start_s)
-        if day != self.state.day:
+        if day != self.state.day and self._priced():
             self._new_day(day)
         for s in self.strategies:
             if s.held or s.dirty:
                 self._mark_strategy(s)
         self.c_day_pnl.set(fixed(self.risk.instance_pnl, 100))
+
+    def _priced(self) -> bool:
+        """Every open position has a last trade price (its base for the day includes its
+        unrealised P&L at the market; a start with none yet waits for the first trades)."""
+        last = self.last
+        return all(last[i] for s in self.strategies for i in s.held)
 
     def _new_day(self, day: int) -> None:
         """The trading day changed: each position's net P&L now is its base for the day."""
@@ -743,7 +829,7 @@ class Executor(Agent):
             for i, p in enumerate(s.pos):
                 if p is None:
                     continue
-                base = p.realized - p.fees - p.tax + (p.unrealized(last[i]) if last[i] else 0.0)
+                base = p.realized - p.fees - p.tax + (p.unrealized(last[i]) if p.qty else 0.0)
                 st.set_day_base(s.slots[i], base)
                 s.day_base += base
             s.dirty.update(i for i, p in enumerate(s.pos) if p is not None and p.volume)
@@ -767,6 +853,7 @@ class Executor(Agent):
                 s.gauges[i][3].set(0)
             if i in dirty:
                 g = s.gauges[i]
+                g[0].set(p.qty)
                 g[1].set(fixed(p.avg_price, 1_000_000))
                 g[2].set(fixed(p.realized, 100))
                 g[4].set(fixed(p.fees, 100))

@@ -36,8 +36,8 @@ from ..stats import COUNTER, GAUGE, Schema
 from ..strategies.base import Strategy, StrategyApi
 from ..trading.orders import IdSource, Order
 from ..trading.store import TradingState, key
-from .common import Outbox, end_of_stream, fixed, read_control
-from .executor import state_path
+from .common import Outbox, end_of_stream, fixed, offer_control, read_control
+from .executor import snapshot_path, state_path
 
 _ACK, _REJECT, _FILL = ReportKind.ACK, ReportKind.REJECT, ReportKind.FILL
 _CANCELED, _EXPIRED = ReportKind.CANCELED, ReportKind.EXPIRED
@@ -75,6 +75,10 @@ class StrategyStage(Agent):
                     ("paused", GAUGE), ("alarms", COUNTER),
                     ("working_orders", GAUGE), ("command_done", GAUGE),
                     ("first_tick_ns", GAUGE), ("last_tick_ns", GAUGE),
+                    ("tick_started", GAUGE), ("replays_suppressed", COUNTER),
+                    ("restart_skipped", COUNTER), ("reports_skipped", COUNTER),
+                    ("reconciled", COUNTER),
+                    ("signals_lost", COUNTER),
                     *cls._position_values(cfg)),
             histograms=("stage",),
         )
@@ -125,8 +129,22 @@ class StrategyStage(Agent):
         self.api = StrategyApi(syms, cfg.contracts(), self._send, self.index,
                                IdSource(self.state.q, self.state.id_slot(self.index)), routed)
         self.api.refused = self.c_orders_refused
-        if not st.q_header[stats.H_RESTARTS]:
+        # a restarted process learns its state from the executor before it sees a tick
+        self.reconciling = bool(st.q_header[stats.H_RESTARTS])
+        self.asked = False
+        if not self.reconciling:
             self._reconcile(cfg, syms, routed)
+        else:
+            # orders the previous process had not yet written to the ring died with it: they
+            # never reached the executor (no duplicate), a signal not acted on (counted)
+            self.c_signals_lost.add(self.c_orders_waiting.value)
+            self.c_orders_waiting.set(0)
+        # ticks whose on_tick a previous process of this strategy began (it may have sent
+        # their orders) are not handled again: `tick_started` is the ring position + 1 of the
+        # last one, written before its on_tick (see _take_ticks)
+        self._started_q, self._started_i = st.q_values, st.index["tick_started"]
+        self.skip_to = self.c_tick_started.value
+        self.seen_seq = [-1] * len(syms)  # per instrument, the seq of the last tick handled
         self.api.name = self.name
         self.api.state_dir = cfg.resolved_state_dir()
         self.strategy = load_strategy_class(scfg.class_)(self.api, scfg.params)
@@ -154,6 +172,7 @@ class StrategyStage(Agent):
             api.restore_order(Order(so.client_id, self.index, inst, so.side, so.qty, so.price,
                                     so.ord_type, so.tif, so.t_created_ns),
                               so.state, so.filled, so.fill_value)
+        self._publish_positions(routed)
 
     def on_close(self) -> None:
         self.state.flush()  # its id counter, to the disk now
@@ -193,6 +212,10 @@ class StrategyStage(Agent):
         return len(self.outbox)
 
     def sleep_for(self) -> float | None:
+        if self.reconciling:  # ticks wait: only the executor's answer (or room to ask) matters
+            if not self.asked:
+                return 0.001
+            return 0.0 if self.reports.available() > 0 or self.control.available() > 0 else None
         wait = super().sleep_for()
         if wait == 0.0 or not self.timer_ns or self.stopped:
             return wait
@@ -237,6 +260,8 @@ class StrategyStage(Agent):
             elif ev.kind == ControlKind.COMMAND:
                 self._command(ev.arg)
             self.c_paused.set(int(self.api.paused))
+        if self.reconciling:
+            return work + self._await_snapshot()
         work += self._take_reports()
         if self.timer_ns and not self.stopped:
             now = time.monotonic_ns()
@@ -255,6 +280,82 @@ class StrategyStage(Agent):
                 work += 1
             return work
         return work + self._take_ticks()
+
+    def _publish_positions(self, instruments) -> None:
+        """The gauges of these instruments' positions (status, report, /metrics)."""
+        for i in instruments:
+            p = self.api.positions[i]
+            g = self.gauges[i]
+            g[0].set(p.qty)
+            g[1].set(fixed(p.realized, 100))
+            g[2].set(fixed(p.fees, 100))
+            g[3].set(fixed(p.tax, 100))
+
+    def _await_snapshot(self) -> int:
+        """A restarted strategy: ask the executor for its state (RECONCILE, in order behind
+        whatever the previous process sent), skip the reports queued before the answer (the
+        snapshot has their effect), then take positions and working orders from it."""
+        if not self.asked:
+            self.asked = offer_control(self.orders, ControlKind.RECONCILE)
+            return int(self.asked)
+        r = self.reports
+        evs = r.read(self.decode_report, 1024)
+        if not evs:
+            return 0
+        n = 0
+        for ev in evs:
+            n += 1
+            if ev.__class__ is Control:
+                if ev.kind == ControlKind.RECONCILED:
+                    self._load_snapshot(ev.arg)
+                    break
+                if ev.kind == ControlKind.SHUTDOWN:
+                    self.done = True
+                    break
+            else:
+                self.c_reports_skipped.add()
+        r.commit(n)
+        return n
+
+    def _load_snapshot(self, number: int) -> None:
+        import msgspec
+
+        from ..identity import read_private
+
+        ctx = self.ctx
+        path = snapshot_path(ctx.runtime_dir, ctx.instance, self.name)
+        snap = msgspec.json.decode(read_private(path))
+        if snap["n"] != number:
+            raise RuntimeError(f"{path} is snapshot {snap['n']}, expected {number}")
+        api = self.api
+        syms = self.ctx.cfg.symbols()
+        for sym, (qty, avg, realized, fees, tax, volume) in snap["positions"].items():
+            p = api.positions[syms.index(sym)]
+            p.qty, p.avg_price, p.realized, p.fees, p.tax, p.volume = \
+                qty, avg, realized, fees, tax, volume
+        for cid, inst, side, qty, price, ord_type, tif, state, filled, value, t in snap["orders"]:
+            api.restore_order(Order(cid, self.index, inst, side, qty, price, ord_type, tif, t),
+                              state, filled, value)
+        self.c_working_orders.set(len(api.working))
+        self._publish_positions(i for i, g in enumerate(self.gauges) if g is not None)
+        self.reconciling = False
+        self.c_reconciled.add()
+
+    def _skip_replayed(self, evs, pos: int) -> int:
+        """The first ticks after a restart that the previous process already began: skipped
+        (committed, counted in `restart_skipped`, and in ticks_in: they were handled once,
+        by the previous process). Their prices still update the last prices."""
+        n = min(self.skip_to - pos, len(evs))
+        last_price = self.api.last_price
+        seen = self.seen_seq
+        for ev in evs[:n]:
+            last_price[ev.instrument] = ev.price
+            seen[ev.instrument] = ev.seq
+        self.expect_seq = evs[n - 1].seq + 1
+        self.ticks.commit(n)
+        self.c_restart_skipped.add(n)
+        self.c_ticks_in.set(pos + n - self.c_replays_suppressed.value)
+        return n
 
     def _take_reports(self) -> int:
         r = self.reports
@@ -289,13 +390,7 @@ class StrategyStage(Agent):
                 strategy.on_order(o)
         r.commit(len(evs))
         self.c_reports_in.add(len(evs) - controls)
-        for i in filled_in:  # the position's gauges, once per batch
-            p = api.positions[i]
-            g = self.gauges[i]
-            g[0].set(p.qty)
-            g[1].set(fixed(p.realized, 100))
-            g[2].set(fixed(p.fees, 100))
-            g[3].set(fixed(p.tax, 100))
+        self._publish_positions(filled_in)  # once per batch
         if api.mismatches != self.c_report_mismatches.value:
             self.c_report_mismatches.set(api.mismatches)
         self.c_working_orders.set(len(api.working))
@@ -313,6 +408,9 @@ class StrategyStage(Agent):
         evs = r.read(self.decode_tick, limit)
         if not evs:
             return 0
+        pos = r.position
+        if self.skip_to > pos:
+            return self._skip_replayed(evs, pos)
         api = self.api
         on_tick = self.strategy.on_tick
         last_price = api.last_price
@@ -320,17 +418,27 @@ class StrategyStage(Agent):
         check = self.check_seq
         gaps = 0
         taken = 0
+        replays = 0
+        started_q, started_i = self._started_q, self._started_i
+        seen = self.seen_seq
         for ev in evs:
             if ev.__class__ is not Tick:  # the end of the stream: the dispatcher passes no other
                 taken += 1
                 self.ticks_ended = True
                 break
+            i = ev.instrument
+            if ev.seq <= seen[i]:  # a tick routed again (a restarted dispatcher): not twice
+                replays += 1
+                taken += 1
+                continue
+            seen[i] = ev.seq
             if check:
                 if ev.seq != expect and expect >= 0:
                     gaps += 1
                 expect = ev.seq + 1
+            started_q[started_i] = pos + taken + 1  # before on_tick: a restart skips it
             api.tick = ev
-            last_price[ev.instrument] = ev.price
+            last_price[i] = ev.price
             on_tick(ev)
             taken += 1
         api.tick = None
@@ -343,7 +451,10 @@ class StrategyStage(Agent):
                 self.c_first_seq.set(evs[0].seq)  # a tick: a stream never starts with SHUTDOWN
             self.c_last_tick_ns.set(now)
             self.c_last_seq.set(expect - 1 if check else 0)
-            self.c_ticks_in.add(n_ticks)
+            if replays:
+                self.c_replays_suppressed.add(replays)
+            # handled = ring position - re-deliveries skipped: counted with the ticks themselves
+            self.c_ticks_in.set(pos + n_ticks - self.c_replays_suppressed.value)
             if gaps:
                 self.c_seq_gaps.add(gaps)
         self.expect_seq = expect

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from .orders import Order
 
 MAGIC = int.from_bytes(b"HFTDSTAT", "little")
-VERSION = 1
+VERSION = 2
 FILENAME = "executor.state"
 
 ID_SLOTS = 256
@@ -63,7 +63,7 @@ H_J_IMAGES = 16  # the order's after-image (ORDER_WORDS), then the position's (P
 
 # order record words
 O_ID, O_STRATEGY, O_INST_KEY, O_INST, O_SIDE, O_QTY, O_PRICE, O_TYPE, O_TIF, O_STATE, \
-    O_FILLED, O_FILL_VALUE, O_CREATED = range(13)
+    O_FILLED, O_FILL_VALUE, O_CREATED, O_STRATEGY_KEY = range(14)
 ORDER_WORDS = 14
 
 # position record words (P_AVG .. P_TAX and P_DAY_BASE are float64)
@@ -135,6 +135,7 @@ class SavedOrder:
     filled: int
     fill_value: int
     t_created_ns: int
+    strategy_key: int
 
 
 class TradingState:
@@ -256,11 +257,13 @@ class TradingState:
     # --- the trading day ----------------------------------------------------------------
     @property
     def day(self) -> int:
+        """The trading day of the daily-loss bases (hftd.trading.risk.trading_day: days since
+        1970-01-01 of the local date it started; 0: none yet)."""
         return self.q[H_DAY]
 
     @day.setter
-    def day(self, yyyymmdd: int) -> None:
-        self.q[H_DAY] = yyyymmdd
+    def day(self, day: int) -> None:
+        self.q[H_DAY] = day
 
     # --- positions ----------------------------------------------------------------------
     def position_slot(self, strategy: str, symbol: str) -> int:
@@ -307,7 +310,7 @@ class TradingState:
         self.d[POS + slot * POS_WORDS + P_DAY_BASE] = value
 
     def positions(self) -> list[SavedPosition]:
-        """Every position record (configured or not), for `hftd state` and start-up."""
+        """Every position record (configured or not), for start-up checks and tests."""
         out = []
         q, d = self.q, self.d
         for s in sorted(self._pos.values()):
@@ -323,12 +326,13 @@ class TradingState:
     def has_room(self) -> bool:
         return bool(self._free)
 
-    def add_order(self, o: Order, instrument_key: int) -> None:
-        """Record a new order (before it is handed to the venue). The caller checked
-        `has_room`."""
+    def add_order(self, o: Order, instrument_key: int, strategy_key: int = 0) -> None:
+        """Record a new order (before it is handed to the venue), with the keys of its
+        instrument's symbol and its strategy's name. The caller checked `has_room`."""
         s = self._free.pop()
         q, b = self.q, ORDERS + s * ORDER_WORDS
         q[b + O_STRATEGY] = o.strategy
+        q[b + O_STRATEGY_KEY] = strategy_key
         q[b + O_INST_KEY] = instrument_key
         q[b + O_INST] = o.instrument
         q[b + O_SIDE] = o.side
@@ -415,6 +419,6 @@ class TradingState:
         out = []
         for cid, s in self._slot.items():
             b = ORDERS + s * ORDER_WORDS
-            out.append(SavedOrder(s, cid, *(q[b + i] for i in range(1, 13))))
+            out.append(SavedOrder(s, cid, *(q[b + i] for i in range(1, ORDER_WORDS))))
         out.sort(key=lambda o: (o.strategy, o.client_id))
         return out
