@@ -35,6 +35,24 @@ class SyntheticFeed:
         self._at = BLOCK  # position in the current block of draws
 
     @property
+    def position(self) -> int:
+        """Ticks taken so far: where a restarted producer continues (`advance`)."""
+        return self.emitted
+
+    def advance(self, n: int) -> None:
+        """Skip the first `n` ticks of the stream (generated and dropped, fast): a restarted
+        producer continues where the previous one stopped, with the same prices."""
+        rate, self.rate = self.rate, 0
+        try:
+            while n > 0:
+                b = self.poll(min(n, 1 << 16), 0)
+                if b is None:
+                    break
+                n -= len(b)
+        finally:
+            self.rate = rate
+
+    @property
     def exhausted(self) -> bool:
         return self.limit > 0 and self.emitted >= self.limit
 
@@ -42,8 +60,8 @@ class SyntheticFeed:
         """Ticks due by `now_ns` and not yet emitted."""
         if self.rate <= 0:
             return 1 << 62
-        if not self.t0:
-            self.t0 = now_ns
+        if not self.t0:  # the schedule starts now (after `advance`: as if it had run)
+            self.t0 = now_ns - int(self.emitted * 1e9 / self.rate)
         return int((now_ns - self.t0) * self.rate / 1e9) + 1 - self.emitted
 
     def next_due_s(self, now_ns: int) -> float:

@@ -24,12 +24,17 @@ from ..feeds import column
 from ..agent import Agent
 from ..events import Codec, ControlKind, Tick, TickStream
 from ..flow import BLOCK, CONFLATE, Flow
+from .. import stats as stats_mod
 from ..stats import COUNTER, GAUGE, Schema
 from .common import end_of_stream, read_control
 
 REJECT_REASONS = ("bad_price", "bad_qty", "unknown_instrument")
 SMALL_BATCH = 8  # up to this many ticks are checked and written one by one
 PACE_QUANTUM_S = 50e-6
+# a batch's checkpoint, written before its publish: the feed position and counters before
+# the batch and once it is published, and the ring cursor it publishes up to
+_CHECKPOINT = ("fed_before", "fed_after", "received_before", "received_after",
+               "published_before", "published_after", "cursor_after")
 
 
 class Producer(Agent):
@@ -40,7 +45,8 @@ class Producer(Agent):
                     ("dropped", COUNTER), ("rejected", COUNTER),
                     *((f"rejected_{r}", COUNTER) for r in REJECT_REASONS),
                     ("conflation_pending", GAUGE), ("first_ingest_ns", GAUGE),
-                    ("last_ingest_ns", GAUGE)),
+                    ("last_ingest_ns", GAUGE), ("resumed_at", GAUGE),
+                    *((f"ck.{k}", GAUGE) for k in _CHECKPOINT)),
             histograms=("stage",),
         )
 
@@ -61,6 +67,26 @@ class Producer(Agent):
         self.latency = ctx.histogram("stage")
         self.ending = False
         self.started = False
+        s_q, idx = s.q_values, s.index
+        self._ck = [idx[f"ck.{k}"] for k in _CHECKPOINT]
+        self._q = s_q
+        if s.q_header[stats_mod.H_RESTARTS]:
+            self._resume()
+
+    def _resume(self) -> None:
+        """A restarted producer continues the feed where the previous one stopped: the
+        cursor of ticks.in says whether its last batch was published (the publish is one
+        store of the cursor), and the checkpoint gives the feed position and counters either
+        way. So no tick is published twice or skipped, and the counters stay exact."""
+        q, ck = self._q, self._ck
+        landed = self.out.position == q[ck[6]]
+        fed, received, published = (q[ck[1]], q[ck[3]], q[ck[5]]) if landed else \
+            (q[ck[0]], q[ck[2]], q[ck[4]])
+        self.c_received.set(received)
+        self.c_published.set(published)
+        if fed and hasattr(self.feed, "advance"):
+            self.feed.advance(fed)
+        self.c_resumed_at.set(fed)
 
     def flush_pending(self) -> int:
         if self.flow.pending:
@@ -112,6 +138,9 @@ class Producer(Agent):
 
     def _take(self, wanted: int, room: int) -> int:
         """Poll up to `wanted` ticks, publish up to `room` of the good ones, divert the rest."""
+        fed_before = getattr(self.feed, "position", 0)
+        received_before = self.c_received.value
+        published_before = self.c_published.value
         b = self.feed.poll(wanted, time.monotonic_ns())
         if b is None:
             return 0
@@ -130,12 +159,30 @@ class Producer(Agent):
             self._put_batch(b, t_ingest)
         else:
             self._put_each(b, t_ingest, room)
-        published = self.out.publish()
+        w = self.out
+        self._checkpoint(n, w, fed_before, received_before, published_before)
+        published = w.publish()
         self.c_published.add(published)
         self.c_last_ingest_ns.set(t_ingest)
         if published:
             self.latency.record_n(time.monotonic_ns() - t_ingest, published)
         return n
+
+    def _checkpoint(self, n: int, w, fed_before: int | None = None,
+                    received_before: int | None = None,
+                    published_before: int | None = None) -> None:
+        """Before a publish: the state before this batch and once it lands (`_resume`)."""
+        q, ck = self._q, self._ck
+        fed = getattr(self.feed, "position", 0)
+        received = self.c_received.value
+        published = self.c_published.value
+        q[ck[0]] = fed if fed_before is None else fed_before
+        q[ck[1]] = fed
+        q[ck[2]] = received if received_before is None else received_before
+        q[ck[3]] = received
+        q[ck[4]] = published if published_before is None else published_before
+        q[ck[5]] = published + w.position - w.published
+        q[ck[6]] = w.position  # the cursor once published
 
     def _divert(self, b, t_ingest: int) -> None:
         """Ticks that do not fit: conflate (newest per instrument) or drop, counted."""
@@ -160,6 +207,7 @@ class Producer(Agent):
 
         n = self.flow.pending.flush(w.claim(len(self.flow.pending)), emit)
         if n:
+            self._checkpoint(0, w)
             self.c_published.add(w.publish())
             self.c_conflation_pending.set(len(self.flow.pending))
         return n
