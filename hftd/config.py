@@ -390,11 +390,9 @@ class SimVenueConfig(_Base):
     ioc_window_us: float = 0.0  # an IOC/FOK order that sees no trade within this expires; 0 = waits for the next trade
 
     def __post_init__(self):
-        if not (0 <= self.latency_us < 60e6):
-            raise ValueError(f"latency_us must be between 0 and 60e6, got {self.latency_us}")
-        if not (0 <= self.ioc_window_us < 60e6):
-            raise ValueError(f"ioc_window_us must be between 0 and 60e6, got "
-                             f"{self.ioc_window_us}")
+        for key in ("latency_us", "ioc_window_us"):
+            if not (0 <= getattr(self, key) < 60e6):
+                raise ValueError(f"{key} must be between 0 and 60e6, got {getattr(self, key)}")
 
 
 class ExecutorConfig(_Base):
@@ -839,16 +837,15 @@ def _stats_problem(cfg: Config) -> str | None:
     """Why an agent's stats block could not describe itself, or None: the executor keeps a
     position and its P&L per strategy and routed instrument, each a named value, and the
     names must fit the block's directory (stats.META_BYTES)."""
-    import msgspec as _m
-
     from . import stats, topology
     from .stages import ROLES
 
     for a in topology.agents(cfg):
-        size = len(_m.json.encode(ROLES[a.role].schema(cfg)))
+        schema = ROLES[a.role].schema(cfg)
+        size = len(msgspec.json.encode(schema))
         if size > stats.META_BYTES:
             return (f"strategies, instruments: the {a.name} agent would keep "
-                    f"{len(ROLES[a.role].schema(cfg).values)} named values (per strategy and "
+                    f"{len(schema.values)} named values (per strategy and "
                     f"routed instrument), a {size}-byte directory, over the {stats.META_BYTES} "
                     f"bytes a stats block has: route fewer instruments to each strategy "
                     f"(strategies[NAME].instruments) or use fewer strategies")

@@ -27,6 +27,7 @@ import stat
 import msgspec
 
 from . import shm
+from .atomic_file import write_atomic
 
 
 class IdentityError(RuntimeError):
@@ -245,19 +246,8 @@ def check_state_dir(path: str) -> str:
 
 
 def write_private(path: str, data: bytes) -> None:
-    """Write `data` to `path` atomically (a temporary file renamed over it), never following
-    a symlink; mode 0600."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.unlink(tmp)
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    """Write `data` to `path` atomically, never following a symlink; mode 0600."""
+    write_atomic(path, data)
 
 
 def check_report_path(path: str) -> None:

@@ -41,6 +41,7 @@ from .monitor import InstanceView
 from .ring import Ring, RingWriter, require_supported_platform
 from .stages import ROLES
 from .stages.common import offer_control
+from .stages.executor import snapshot_path, state_path, unmanageable
 from .systemd import Notifier
 
 # config keys `hftd reload` (SIGHUP) may change while running; any other change needs a restart
@@ -80,23 +81,6 @@ class _Agent:
     def out(self) -> bool:
         """Out of the pipeline for good: finished its stream or quarantined."""
         return self.finished or self.quarantined
-
-
-def _unmanageable(o, strategies, keys: dict, cfg) -> str:
-    """Why working order record `o` cannot be managed under this config ("" if it can)."""
-    if not 0 <= o.strategy < len(strategies):
-        return f"its strategy #{o.strategy} is not configured"
-    sc = strategies[o.strategy]
-    if o.strategy_key != store_mod.key(sc.name):
-        return f"it was sent by another strategy than {sc.name} (strategy #{o.strategy} now)"
-    inst = keys.get(o.instrument_key)
-    if inst is None or inst not in cfg.routes(sc):
-        return f"its instrument is not routed to strategy {sc.name}"
-    if o.side not in (1, -1) or o.qty <= 0 or not 0 <= o.filled < o.qty \
-            or not 0 <= o.state <= 2 or o.ord_type not in (0, 1) or not 0 <= o.tif <= 2:
-        return (f"the record is corrupt (side {o.side}, qty {o.qty}, filled {o.filled}, "
-                f"state {o.state}, type {o.ord_type}, tif {o.tif})")
-    return ""
 
 
 def describe_exit(rc: int, state: int) -> str:
@@ -207,10 +191,6 @@ class Supervisor:
             self.log(f"error: {e}")
             self._unlock()
             return 2
-        except OSError as e:
-            self.log(f"error: state directory {self.cfg.resolved_state_dir()}: {e}")
-            self._unlock()
-            return 2
         t0 = time.monotonic()
         rc = 1
         try:
@@ -301,8 +281,6 @@ class Supervisor:
         index, an instrument routed to it), or the executor could neither manage nor cancel
         it. An open position of a strategy or instrument no longer configured is kept in the
         store and named in the log (nothing trades it)."""
-        from .stages.executor import state_path
-
         try:
             path = state_path(self.cfg)
             st = store_mod.TradingState.open(path)
@@ -315,10 +293,10 @@ class Supervisor:
             if n > store_mod.ID_SLOTS:
                 raise store_mod.StateError(f"strategies: {n} strategies, the state store keeps "
                                            f"id counters for {store_mod.ID_SLOTS}")
-            keys = {store_mod.key(sym): i for i, sym in enumerate(self.cfg.symbols())}
-            names = {store_mod.key(p.symbol): p.symbol for p in st.positions()}
+            positions = st.positions()
+            names = {store_mod.key(p.symbol): p.symbol for p in positions}
             for o in st.orders():
-                why = _unmanageable(o, strategies, keys, self.cfg)
+                why = unmanageable(o, self.cfg)
                 if why:
                     sym = names.get(o.instrument_key, "an unknown instrument")
                     raise store_mod.StateError(
@@ -329,7 +307,7 @@ class Supervisor:
                         f"start over)")
             pairs = {(sc.name, sym) for sc in strategies for sym in
                      (self.cfg.symbols()[i] for i in self.cfg.routes(sc))}
-            for p in st.positions():
+            for p in positions:
                 if p.qty and (p.strategy, p.symbol) not in pairs:
                     self.log(f"warning: {path} holds an open position of {p.qty} {p.symbol} "
                              f"for strategy {p.strategy}, which this config does not trade: "
@@ -346,8 +324,6 @@ class Supervisor:
             pass
         for a in self.agents:
             commands.remove_all(self.runtime_dir, self.instance, a.name)
-        from .stages.executor import snapshot_path
-
         for scfg in self.cfg.strategies:
             try:
                 os.unlink(snapshot_path(self.runtime_dir, self.instance, scfg.name))

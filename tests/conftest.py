@@ -3,10 +3,12 @@ name and cleans up after itself even when it fails, so one failure never poisons
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 
 import psutil
@@ -97,6 +99,49 @@ def wait_running(instance: str, agents=("producer", "dispatcher", "strategy.samp
             pass
         time.sleep(0.02)
     raise AssertionError(f"agents {agents} of {instance} not running within {timeout} s")
+
+
+@contextlib.contextmanager
+def hftd_running(instance, tmp_path, *args, toml: str = ""):
+    """`start_hftd` for a `with` block: whatever happens in it, the supervisor does not
+    outlive it (killed and reaped; the `instance` fixture then removes its agents)."""
+    proc = start_hftd(instance, tmp_path, *args, toml=toml)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def agent(proc: subprocess.Popen, role: str, not_pids=(), timeout: float = 30.0) -> psutil.Process:
+    """The supervisor `proc`'s live agent whose command line names `role` ("producer",
+    "dispatcher", "strategy", "executor"), other than `not_pids`; waits until there is one."""
+    sup = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout
+    while True:
+        for k in sup.children():
+            try:
+                cmd = k.cmdline()
+            except psutil.Error:  # exited meanwhile (a zombie until reaped)
+                continue
+            if k.pid not in not_pids and "agent" in cmd and role in cmd:
+                return k
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {role} agent of pid {proc.pid} within {timeout} s")
+        time.sleep(0.02)
+
+
+def kill_agent(proc: subprocess.Popen, instance: str, role: str, after_s: float) -> None:
+    """Once every agent of `instance` runs, let it work `after_s`, then SIGKILL agent `role`
+    and return when the supervisor has spawned its replacement (whose stats block no longer
+    says RUNNING until it is up again, so a following `wait_running` really waits)."""
+    wait_running(instance)
+    time.sleep(after_s)
+    victim = agent(proc, role)
+    victim.kill()
+    victim.wait(10)
+    agent(proc, role, not_pids={victim.pid})
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout=60):

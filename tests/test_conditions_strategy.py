@@ -3,18 +3,16 @@ it runs with `hftd conditions add|list|remove`, and resumed from the state direc
 
 from __future__ import annotations
 
+import contextlib
 import json
-import subprocess
 import time
 
 import pytest
 
 from hftd import shm
-from conftest import HFTD, hftd, wait_running
+from conftest import hftd, hftd_running, wait_running
 
 CONFIG = """
-instance = "{instance}"
-runtime_dir = "{tmp}/run"
 state_dir = "{tmp}/state"
 [metrics]
 listen = ""
@@ -28,18 +26,16 @@ params = {{ conditions = [{{ id = "c1", instrument = "TXF", action = "BUY", trig
 """
 
 
-def _start(tmp_path, instance):
-    cfg = tmp_path / "hftd.toml"
-    cfg.write_text(CONFIG.format(instance=instance, tmp=tmp_path))
-    proc = subprocess.Popen(HFTD + ["run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    wait_running(instance, ("producer", "dispatcher", "strategy.sr", "executor"))
-    return cfg, proc
+@contextlib.contextmanager
+def _running(instance, tmp_path, toml, agents=("producer", "dispatcher", "strategy.sr", "executor")):
+    """`hftd run` of this test's instance, every agent running; yields (config path, Popen)."""
+    with hftd_running(instance, tmp_path, toml=toml) as proc:
+        wait_running(instance, agents)
+        yield tmp_path / "hftd.toml", proc
 
 
 def test_conditions_are_changed_while_running_and_survive_a_restart(instance, tmp_path):
-    cfg, proc = _start(tmp_path, instance)
-    try:
+    with _running(instance, tmp_path, CONFIG.format(tmp=tmp_path)) as (cfg, proc):
         res = hftd("conditions", "list", "--config", str(cfg))
         assert res.returncode == 0, res.stderr
         assert res.stdout.startswith("c1: BUY 2 TXF"), res.stdout
@@ -65,7 +61,6 @@ def test_conditions_are_changed_while_running_and_survive_a_restart(instance, tm
         res = hftd("conditions", "remove", "--config", str(cfg), "c2")
         assert res.returncode == 0 and "removed c2" in res.stdout, res.stderr
         time.sleep(1.0)  # let it trade a little
-    finally:
         res = hftd("stop", "--config", str(cfg))
         _, err = proc.communicate(timeout=60)
     assert res.returncode == 0 and proc.returncode == 0, err
@@ -75,11 +70,9 @@ def test_conditions_are_changed_while_running_and_survive_a_restart(instance, tm
                                                         "EXITING", "DONE")
 
     # the daemon again: the state file wins over the config's seed, each condition resumed
-    cfg, proc = _start(tmp_path, instance)
-    try:
+    with _running(instance, tmp_path, CONFIG.format(tmp=tmp_path)) as (cfg, proc):
         listed = json.loads(hftd("conditions", "list", "--config", str(cfg), "--json").stdout)
         assert [e["condition"]["id"] for e in listed] == ["c1"]
-    finally:
         hftd("stop", "--config", str(cfg))
         _, err = proc.communicate(timeout=60)
     assert "resumed 1 conditions" in err
@@ -87,25 +80,17 @@ def test_conditions_are_changed_while_running_and_survive_a_restart(instance, tm
 
 
 def test_a_strategy_without_commands_refuses_them(instance, tmp_path):
-    cfg = tmp_path / "hftd.toml"
-    cfg.write_text(f'instance = "{instance}"\nruntime_dir = "{tmp_path}/run"\n'
-                   '[metrics]\nlisten = ""\n[producer.synthetic]\nrate = 1000.0\n')
-    proc = subprocess.Popen(HFTD + ["run", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        wait_running(instance)
+    with _running(instance, tmp_path, '[metrics]\nlisten = ""\n[producer.synthetic]\nrate = 1000.0\n',
+                  agents=("producer", "dispatcher", "strategy.sample", "executor")) as (cfg, proc):
         res = hftd("conditions", "list", "--config", str(cfg))
         assert res.returncode == 1
         assert "takes no 'conditions' commands" in res.stderr, res.stderr
-    finally:
         hftd("stop", "--config", str(cfg))
         proc.communicate(timeout=60)
     assert proc.returncode == 0
 
 
 RUN_CONFIG = """
-instance = "{instance}"
-runtime_dir = "{tmp}/run"
 state_dir = "{tmp}/state"
 [metrics]
 listen = ""
@@ -126,16 +111,14 @@ params = {{ conditions = [
 """
 
 
-def test_conditions_enter_and_exit_through_the_executor(instance, tmp_path):
+def test_conditions_enter_and_exit_through_the_executor(run_hftd, instance, tmp_path):
     """A whole run on the synthetic feed: both conditions arm, enter and exit with market IOC
     orders that the executor checks and the simulated venue fills. Counted on two sides: the
     strategy's condition records (entry and exit fills, saved in its state file) and the
     executor's positions and P&L in the run report agree, lot for lot and to the cent."""
-    cfg = tmp_path / "hftd.toml"
-    cfg.write_text(RUN_CONFIG.format(instance=instance, tmp=tmp_path))
     report = tmp_path / "report.json"
-    r = hftd("run", "--config", str(cfg), "--ticks", "40000", "--rate", "20000",
-             "--report", str(report))
+    r = run_hftd("--ticks", "40000", "--rate", "20000", "--report", str(report),
+                 toml=RUN_CONFIG.format(tmp=tmp_path))
     assert r.returncode == 0, r.stderr
     rep = json.loads(report.read_text())
     saved = json.loads((tmp_path / "state" / instance / "sr.conditions.json").read_text())

@@ -76,6 +76,20 @@ class Desk:
         for _ in range(passes):
             self.ex.do_work()
 
+    def mark(self, passes=3):
+        """Run `passes` passes once the executor may mark to market again (at most once a
+        millisecond)."""
+        time.sleep(0.002)
+        self.work(passes)
+
+    def fill_market(self, price, side=1, qty=1) -> int:
+        """A market order, acknowledged, then filled in full by a trade at `price`."""
+        oid = self.new(side=side, qty=qty)
+        self.work()
+        self.trade(price)
+        self.work()
+        return oid
+
     def got(self):
         evs = self.reports.read(reports_codec.decode, 100_000)
         self.reports.commit(len(evs))
@@ -190,8 +204,7 @@ def test_limit_orders_rest_and_fill_partially_at_their_price(plant):
     assert [(r.kind, r.qty, r.filled, r.leaves) for r in d.got()] == [(K.FILL, 1, 3, 0)]
     assert d.stat("fills") == 2 and d.stat("filled") == 1 and d.stat("working_orders") == 0
     assert d.stat("pos.sample.TXF") == 3  # at once; the money within a millisecond
-    time.sleep(0.002)
-    d.work(1)
+    d.mark(1)
     assert d.stat("avg.sample.TXF") == 19_990 * 1_000_000
 
 
@@ -294,29 +307,21 @@ def test_pause_rejects_new_orders_until_resume_and_cancels_still_go(plant):
                                (resting, K.CANCELED, 0)]
     assert d.stat("paused") == 1
     d.control(ControlKind.RESUME)
-    oid = d.new()
-    d.work()
-    d.trade(20_001)
-    d.work()
+    oid = d.fill_market(20_001)
     assert [x.kind for x in d.got()] == [K.ACK, K.FILL]
 
 
 def test_a_daily_loss_trips_the_kill_switch_and_raises_the_alarm(plant, capsys):
     d = Desk(plant, daily_loss_limit=100_000.0)
     d.trade(20_000)
-    d.new()
-    d.work()
-    d.trade(20_000)
-    d.work()
+    d.fill_market(20_000)
     assert [x.kind for x in d.got()] == [K.ACK, K.FILL]
     d.trade(19_600)  # long 1 TXF, 400 points down: -80,000 NTD - tax: above the limit
     d.work()
-    time.sleep(0.002)
-    d.work()
+    d.mark()
     assert d.stat("alarms") == 0 and d.stat("paused") == 0
     d.trade(19_400)  # -120,000: crossed
-    time.sleep(0.002)  # marking to market happens at most once a millisecond
-    d.work()
+    d.mark()
     assert d.stat("alarms") == 1 and d.stat("paused") == 1 and d.stat("loss_trips") == 1
     assert d.stat("unrealized.sample.TXF") == -120_000 * 100
     assert "ALARM: daily loss limit crossed" in capsys.readouterr().err
@@ -331,17 +336,13 @@ def test_positions_and_pnl_are_published_and_survive_a_restart_through_the_state
     from the state store."""
     d = Desk(plant)
     d.trade(20_000)
-    d.new(qty=2)
-    d.work()
-    d.trade(20_000)
-    d.work()
+    d.fill_market(20_000, qty=2)
     d.new(side=-1, qty=1)
     d.work()
     d.trade(20_020)
     d.trade(20_030)
     d.work()
-    time.sleep(0.002)
-    d.work()
+    d.mark()
     # bought 2 at 20,000, sold 1 at 20,020: realized 20 points * 200; tax 80 + 80 + 80
     assert d.stat("pos.sample.TXF") == 1 and d.stat("volume.sample.TXF") == 3
     assert d.stat("realized.sample.TXF") == 4_000 * 100
@@ -406,32 +407,19 @@ def test_the_daily_loss_limit_counts_from_the_start_of_the_trading_day(plant, mo
     monkeypatch.setattr(ex_mod, "trading_day", lambda *a: day[0])
     d = Desk(plant, daily_loss_limit=100_000.0, max_position=5)
     d.trade(20_000)
-    d.new(qty=1)
-    d.work()
-    d.trade(20_000)
-    d.work()
-    d.new(side=-1, qty=1)
-    d.work()
-    d.trade(19_700)  # sold at 19,700: -300 points * 200 = -60,000 realised (plus tax)
-    d.work()
-    time.sleep(0.002)
-    d.work()
+    d.fill_market(20_000, qty=1)
+    d.fill_market(19_700, side=-1, qty=1)  # sold at 19,700: -300 points * 200 = -60,000 realised (plus tax)
+    d.mark()
     assert d.stat("paused") == 0 and -61_000 * 100 < d.stat("day_pnl") < -60_000 * 100
     day[0] = 101  # a new trading day: the -60,000 is yesterday's
-    time.sleep(0.002)
-    d.work()
+    d.mark()
     assert d.stat("day_pnl") == 0 and d.stat("realized.sample.TXF") == -60_000 * 100
-    d.new(qty=1)
-    d.work()
-    d.trade(19_700)
-    d.work()
+    d.fill_market(19_700, qty=1)
     d.trade(19_500)  # long 1 from 19,700: -40,000 today, -100,000 over two days
-    time.sleep(0.002)
-    d.work()
+    d.mark()
     assert d.stat("paused") == 0 and d.stat("alarms") == 0
     d.trade(19_200)  # -100,000 today (and tax): crossed
-    time.sleep(0.002)
-    d.work()
+    d.mark()
     assert d.stat("paused") == 1 and d.stat("loss_trips") == 1
 
 
@@ -512,23 +500,16 @@ def test_a_new_trading_day_found_at_start_waits_for_prices_to_set_its_bases(plan
     monkeypatch.setattr(ex_mod, "trading_day", lambda *a: day[0])
     d = Desk(plant, max_position=5)
     d.trade(20_000)
-    d.new(qty=1)
-    d.work()
-    d.trade(20_000)
-    d.work()
+    d.fill_market(20_000, qty=1)
     d.trade(20_100)  # long 1 from 20,000: +20,000 unrealised
-    time.sleep(0.002)
-    d.work()
+    d.mark()
     assert d.stat("unrealized.sample.TXF") == 20_000 * 100
     day[0] = 201
     d.ex = Executor(d.p.context("executor"))  # the next start, on the next day: no price yet
-    time.sleep(0.002)
-    d.work()
+    d.mark()
     assert d.ex.state.day == 200  # not rolled over without a price
     d.trade(20_100)
-    time.sleep(0.002)
-    d.work()
-    time.sleep(0.002)
-    d.work()
+    d.mark()
+    d.mark()
     assert d.ex.state.day == 201 and d.stat("day_pnl") == 0
     assert d.stat("pos.sample.TXF") == 1

@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from hftd import shm
-from conftest import HFTD, start_hftd, stop, wait_running
+from conftest import HFTD, hftd_running, kill_agent, start_hftd, stop
 
 N = 200_000
 
@@ -128,18 +128,10 @@ def test_a_second_supervisor_of_a_running_instance_is_refused(instance, tmp_path
 
 def test_a_killed_agent_is_restarted_and_the_stream_completes(instance, tmp_path):
     n = 300_000
-    proc = start_hftd(instance, tmp_path, "--ticks", str(n), "--report", str(tmp_path / "r.json"),
-                      toml='[producer.synthetic]\nrate = 100000.0\n')
-    try:
-        agents = _agents_of(psutil.Process(proc.pid), 4)
-        wait_running(instance)
-        time.sleep(0.3)
-        strategy = next(a for a in agents if "strategy" in a.cmdline())
-        strategy.kill()
+    with hftd_running(instance, tmp_path, "--ticks", str(n), "--report",
+                      str(tmp_path / "r.json"), toml='[producer.synthetic]\nrate = 100000.0\n') as proc:
+        kill_agent(proc, instance, "strategy", after_s=0.3)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            stop(proc)
     assert proc.returncode == 0, err
     assert "agent strategy.sample was killed by SIGKILL: restarting it" in err
     rep = json.loads((tmp_path / "r.json").read_text())
@@ -173,20 +165,11 @@ def test_a_killed_producer_continues_its_feed_without_a_tick_twice_or_lost(insta
     the ring's cursor say which), so exactly `n` ticks reach the strategy, in sequence, and
     the producer's counters are exact."""
     n = 200_000
-    proc = start_hftd(instance, tmp_path, "--ticks", str(n), "--report", str(tmp_path / "r.json"),
-                      toml='[producer.synthetic]\nrate = 50000.0\n[metrics]\nlisten = ""\n')
-    try:
+    with hftd_running(instance, tmp_path, "--ticks", str(n), "--report", str(tmp_path / "r.json"),
+                      toml='[producer.synthetic]\nrate = 50000.0\n[metrics]\nlisten = ""\n') as proc:
         for _ in range(2):
-            wait_running(instance)
-            time.sleep(0.7)
-            producer = next(p for p in psutil.Process(proc.pid).children()
-                            if "producer" in p.cmdline())
-            producer.kill()
-            producer.wait(10)
+            kill_agent(proc, instance, "producer", after_s=0.7)
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            stop(proc)
     assert proc.returncode == 0, err
     rep = json.loads((tmp_path / "r.json").read_text())
     prod = rep["stages"]["producer"]

@@ -4,12 +4,9 @@ strategy that keeps crashing is quarantined while the rest of the pipeline trade
 from __future__ import annotations
 
 import json
-import time
-
-import psutil
 
 from hftd import shm
-from conftest import start_hftd
+from conftest import hftd_running, kill_agent
 
 N = 40_000
 RAISE_AT = 5_000
@@ -36,14 +33,9 @@ params = {{ raise_at = {RAISE_AT}, every_later = true }}
 
 def test_a_crashing_strategy_is_quarantined_and_the_other_gets_every_tick(instance, tmp_path):
     rep_path = tmp_path / "r.json"
-    proc = start_hftd(instance, tmp_path, "--ticks", str(N), "--rate", "0", "--report",
-                      str(rep_path), toml=TWO_STRATEGIES)
-    try:
+    with hftd_running(instance, tmp_path, "--ticks", str(N), "--rate", "0", "--report",
+                      str(rep_path), toml=TWO_STRATEGIES) as proc:
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     print(err[-3000:])
     # quarantine is a failure of the run, said so, but not of the other strategy
     assert proc.returncode == 1, err
@@ -81,16 +73,6 @@ def test_a_crashing_strategy_is_quarantined_and_the_other_gets_every_tick(instan
     assert shm.leftovers(instance) == []
 
 
-def _live_agent(sup: psutil.Process, role: str, not_these: set):
-    for k in sup.children():
-        try:
-            if k.pid not in not_these and role in k.cmdline():
-                return k
-        except psutil.Error:  # exited (a zombie until reaped) meanwhile
-            pass
-    return None
-
-
 def test_crashes_spread_wider_than_the_window_are_restarted_forever(instance, tmp_path):
     """Only `restart_burst` crashes within `restart_window_s` give up: an agent that
     crashes now and then (here 4 times, 1 s apart, with a burst of 1 per 0.5 s) is always
@@ -105,26 +87,11 @@ restart_delay_s = 0.05
 restart_burst = 1
 restart_window_s = 0.5
 """
-    proc = start_hftd(instance, tmp_path, "--duration", "6", "--report",
-                      str(tmp_path / "r.json"), toml=toml)
-    try:
-        sup = psutil.Process(proc.pid)
-        killed = set()
+    with hftd_running(instance, tmp_path, "--duration", "6", "--report",
+                      str(tmp_path / "r.json"), toml=toml) as proc:
         for _ in range(4):
-            deadline = time.monotonic() + 10
-            victim = None
-            while victim is None and time.monotonic() < deadline:
-                victim = _live_agent(sup, "executor", killed)
-                time.sleep(0.05)
-            assert victim is not None
-            time.sleep(1.0)
-            victim.kill()
-            killed.add(victim.pid)
+            kill_agent(proc, instance, "executor", after_s=1.0)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     assert err.count("agent executor was killed by SIGKILL: restarting it") == 4
     rep = json.loads((tmp_path / "r.json").read_text())

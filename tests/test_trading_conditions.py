@@ -59,6 +59,17 @@ class Host:
         return intents
 
 
+def entering(qty: int) -> tuple[ConditionBook, Host]:
+    """A BUY `c1` of `qty` lots (trigger 20000), armed at 19998, its entry sent at 20015 and
+    not yet filled (the host fills nothing by itself)."""
+    book = ConditionBook()
+    book.add(cond(qty=qty))
+    h = Host(book, fill=False)
+    h.trade(19998)
+    h.trade(20015)
+    return book, h
+
+
 def levels(book, cid="c1"):
     s = book.get(cid).state
     return (s.trigger_price, s.order_price, s.take_profit_price, s.stop_loss_price)
@@ -267,11 +278,7 @@ def test_an_entry_ended_with_nothing_filled_returns_to_waiting_and_must_rearm(ho
 
 
 def test_a_partly_filled_entry_that_ends_is_entered_with_the_filled_quantity():
-    book = ConditionBook()
-    book.add(cond(qty=5))
-    h = Host(book, fill=False)
-    h.trade(19998)
-    h.trade(20015)
+    book, h = entering(5)
     oid = h.orders["c1"]
     assert book.on_fill(oid, 2, 20016)
     assert book.on_order_ended(oid, OrdState.CANCELED)
@@ -283,11 +290,7 @@ def test_a_partly_filled_entry_that_ends_is_entered_with_the_filled_quantity():
 
 
 def test_a_rejected_exit_returns_to_entered_and_is_retried_on_the_next_trade_only():
-    book = ConditionBook()
-    book.add(cond(qty=3))
-    h = Host(book, fill=False)
-    h.trade(19998)
-    h.trade(20015)
+    book, h = entering(3)
     book.on_fill(h.orders["c1"], 3, 20015)
     assert h.trade(20105) == [Intent("c1", Side.SELL, 3, "exit")]
     assert h.trade(20110) == []  # exit in flight: nothing more
@@ -306,11 +309,7 @@ def test_a_rejected_exit_returns_to_entered_and_is_retried_on_the_next_trade_onl
 
 
 def test_a_partly_filled_exit_that_expires_exits_the_rest_next():
-    book = ConditionBook()
-    book.add(cond(qty=4))
-    h = Host(book, fill=False)
-    h.trade(19998)
-    h.trade(20015)
+    book, h = entering(4)
     book.on_fill(h.orders["c1"], 4, 20015)
     h.trade(20105)
     assert book.on_fill(h.orders["c1"], 1, 20105)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from hftd import shm
+from conftest import hftd_running, kill_agent
 
 COUNTS = ("acks", "rejects", "fills", "filled", "canceled", "expired", "replaced",
           "cancel_rejects")
@@ -115,29 +116,13 @@ def test_a_strategy_killed_mid_run_takes_its_state_back_from_the_executor(instan
     reports the snapshot already holds, and goes on from there: at the end its own positions
     equal the executor's to the lot and the cent, no id was reused, and the orders the dead
     processes never wrote out are counted as lost signals, not sent twice."""
-    import time
-
-    import psutil
-
-    from conftest import start_hftd, wait_running
-
     report = tmp_path / "r.json"
-    proc = start_hftd(instance, tmp_path, "--ticks", "100000", "--report", str(report),
+    with hftd_running(instance, tmp_path, "--ticks", "100000", "--report", str(report),
                       toml='[producer.synthetic]\nrate = 20000.0\n[executor.sim]\n'
-                           'latency_us = 5000.0\n[metrics]\nlisten = ""\n')
-    try:
+                           'latency_us = 5000.0\n[metrics]\nlisten = ""\n') as proc:
         for _ in range(2):
-            wait_running(instance)
-            time.sleep(1.0)
-            victim = next(p for p in psutil.Process(proc.pid).children()
-                          if "strategy" in p.cmdline())
-            victim.kill()
-            victim.wait(10)
+            kill_agent(proc, instance, "strategy", after_s=1.0)
         _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
     assert proc.returncode == 0, err
     rep = json.loads(report.read_text())
     st = rep["stages"]["strategy.sample"]

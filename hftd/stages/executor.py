@@ -76,13 +76,13 @@ from ..agent import Agent
 from ..events import (ORDER_ID_SHIFT, Codec, Control, ControlKind, OrderAction, OrderReport,
                       OrderStream, RejectReason, ReportKind, ReportStream, TickStream)
 from ..stats import COUNTER, GAUGE, Schema
-from ..identity import write_private
+from ..identity import check_state_dir, write_private
 from ..topology import MARKET_DATA, strategy_agent
-from ..trading import OrdType
+from ..trading import OrdState, OrdType, price_ok
 from ..trading.orders import Order, OrderBook
 from ..trading.positions import Portfolio
 from ..trading.risk import RiskEngine, trading_day
-from ..trading.store import TradingState, key
+from ..trading.store import SavedOrder, TradingState, key, path_for
 from .common import Outbox, decode_control, end_of_stream, fixed, read_control
 
 MD_BATCH = 1024  # market-data ticks per pass at most
@@ -97,7 +97,7 @@ _ACK, _REJECT, _FILL = ReportKind.ACK, ReportKind.REJECT, ReportKind.FILL
 _CANCELED, _EXPIRED = ReportKind.CANCELED, ReportKind.EXPIRED
 _REPLACED, _CANCEL_REJECTED = ReportKind.REPLACED, ReportKind.CANCEL_REJECTED
 _MARKET, _LIMIT = OrdType.MARKET, OrdType.LIMIT
-_FILLED = 3  # OrdState.FILLED: states below it are working
+_FILLED = int(OrdState.FILLED)  # states below it are working
 REASONS = [r for r in RejectReason if r != RejectReason.NONE]
 
 # per (strategy, instrument): (value name prefix, what it holds)
@@ -116,10 +116,28 @@ def snapshot_path(runtime_dir: str, instance: str, strategy: str) -> str:
 
 def state_path(cfg) -> str:
     """The instance's state store (made by the supervisor before the agents start)."""
-    from ..identity import check_state_dir
-    from ..trading.store import path_for
-
     return path_for(check_state_dir(cfg.resolved_state_dir()))
+
+
+def unmanageable(o: SavedOrder, cfg) -> str:
+    """Why the working order on record `o` cannot be managed under this config ("" if it
+    can): the same strategy at the same index, an instrument routed to it, a sound record.
+    The supervisor refuses to start over such an order; the executor leaves it untouched."""
+    strategies = cfg.strategies
+    if not 0 <= o.strategy < len(strategies):
+        return f"its strategy #{o.strategy} is not configured"
+    sc = strategies[o.strategy]
+    if o.strategy_key != key(sc.name):
+        return f"it was sent by another strategy than {sc.name} (strategy #{o.strategy} now)"
+    syms = cfg.symbols()
+    inst = next((i for i in cfg.routes(sc) if key(syms[i]) == o.instrument_key), None)
+    if inst is None:
+        return f"its instrument is not routed to strategy {sc.name}"
+    if o.side not in (1, -1) or o.qty <= 0 or not 0 <= o.filled < o.qty \
+            or not 0 <= o.state < _FILLED or o.ord_type not in (0, 1) or not 0 <= o.tif <= 2:
+        return (f"the record is corrupt (side {o.side}, qty {o.qty}, filled {o.filled}, "
+                f"state {o.state}, type {o.ord_type}, tif {o.tif})")
+    return ""
 
 
 class _Strategy:
@@ -264,14 +282,10 @@ class Executor(Agent):
         now = time.monotonic_ns()
         orphans = 0
         for so in st.orders():
-            inst = by_key.get(so.instrument_key)
-            s = self.strategies[so.strategy] if 0 <= so.strategy < len(self.strategies) else None
-            if s is None or inst is None or not s.routed[inst] or so.qty <= so.filled \
-                    or so.strategy_key != key(s.name):
+            if unmanageable(so, self.ctx.cfg):
                 orphans += 1  # the supervisor refuses to start with these: kept, untouched
                 continue
-            if so.instrument != inst:
-                st.relocate(so.client_id, inst)
+            s, inst = self.strategies[so.strategy], by_key[so.instrument_key]
             o = Order(so.client_id, s.index, inst, so.side, so.qty, so.price, so.ord_type,
                       so.tif, so.t_created_ns)
             if not self.book.restore(o, so.state, so.filled, so.fill_value):
@@ -625,8 +639,7 @@ class Executor(Agent):
         snap = {"positions": {}, "orders": []}
         for i, p in enumerate(s.pos):
             if p is not None and p.volume:
-                snap["positions"][self.symbols[i]] = [p.qty, p.avg_price, p.realized, p.fees,
-                                                      p.tax, p.volume]
+                snap["positions"][self.symbols[i]] = p.values()
         for o in self.book.working():
             if o.strategy == s.index:
                 snap["orders"].append([o.client_id, o.instrument, o.side, o.qty, o.price,
@@ -711,7 +724,7 @@ class Executor(Agent):
             reason = RejectReason.UNKNOWN_ORDER
         elif qty <= o.filled:
             reason = RejectReason.BAD_QTY
-        elif (price <= 0) if o.ord_type == _LIMIT else (price != 0):
+        elif not price_ok(o.ord_type, price):
             reason = RejectReason.BAD_PRICE
         elif qty > self.risk.limits.max_order_qty:
             reason = RejectReason.MAX_ORDER_QTY
@@ -829,10 +842,11 @@ class Executor(Agent):
             for i, p in enumerate(s.pos):
                 if p is None:
                     continue
-                base = p.realized - p.fees - p.tax + (p.unrealized(last[i]) if p.qty else 0.0)
+                base = p.net(last[i])
                 st.set_day_base(s.slots[i], base)
                 s.day_base += base
-            s.dirty.update(i for i, p in enumerate(s.pos) if p is not None and p.volume)
+                if p.volume:
+                    s.dirty.add(i)
         st.day = day  # last: killed before it, the next process sets the bases again
 
     def _mark_strategy(self, s: _Strategy) -> None:
@@ -845,8 +859,7 @@ class Executor(Agent):
             i = p.instrument
             net += p.realized - p.fees - p.tax
             if p.qty:
-                lp = last[i]
-                u = p.unrealized(lp) if lp else 0.0
+                u = p.unrealized(last[i])
                 s.gauges[i][3].set(fixed(u, 100))
                 net += u
             elif i in dirty:

@@ -28,12 +28,16 @@ import importlib
 import sys
 import time
 
+import msgspec
+
+from .. import stats
 from ..agent import Agent
 from ..events import (Codec, Control, ControlKind, OrderRequest, ReportKind, ReportStream, Tick,
                       TickStream)
-from .. import stats
+from ..identity import read_private
 from ..stats import COUNTER, GAUGE, Schema
 from ..strategies.base import Strategy, StrategyApi
+from ..trading import OrdState
 from ..trading.orders import IdSource, Order
 from ..trading.store import TradingState, key
 from .common import Outbox, end_of_stream, fixed, offer_control, read_control
@@ -42,7 +46,7 @@ from .executor import snapshot_path, state_path
 _ACK, _REJECT, _FILL = ReportKind.ACK, ReportKind.REJECT, ReportKind.FILL
 _CANCELED, _EXPIRED = ReportKind.CANCELED, ReportKind.EXPIRED
 _REPLACED, _CANCEL_REJECTED = ReportKind.REPLACED, ReportKind.CANCEL_REJECTED
-_FILLED = 3  # OrdState.FILLED
+_FILLED = int(OrdState.FILLED)
 KEEP_ENDED = 4096  # ended orders the strategy's book keeps ...
 FORGET_ABOVE = 8192  # ... once more than this have ended
 # per routed instrument: the strategy's own view of its position (see executor.POSITION_VALUES)
@@ -104,7 +108,7 @@ class StrategyStage(Agent):
         self.batch_min = scfg.batch_min
         self.batch_span = scfg.batch - scfg.batch_min
         self.capacity = self.ticks.ring.capacity
-        routed = cfg.routes(scfg)
+        routed = self.routed = cfg.routes(scfg)
         self.check_seq = len(routed) == len(cfg.instruments)
         self.decode_tick = Codec(TickStream).decode
         self.decode_report = Codec(ReportStream).decode
@@ -159,20 +163,30 @@ class StrategyStage(Agent):
         """At the daemon's start (nothing is in flight yet: the feed starts once every agent
         runs) the strategy's view starts from the executor's record: its positions, and the
         working orders a crashed earlier run left (the executor manages them)."""
-        state, api = self.state, self.api
+        state = self.state
+        positions = {}
         for i in routed:
             slot = state.find_position(self.name, syms[i])
             if slot is not None:
-                state.load_position(slot, api.positions[i])
+                positions[i] = state.position_values(slot)
         by_key = {key(sym): i for i, sym in enumerate(syms)}
-        for so in state.orders():
-            inst = by_key.get(so.instrument_key)
-            if so.strategy != self.index or inst is None:
-                continue
-            api.restore_order(Order(so.client_id, self.index, inst, so.side, so.qty, so.price,
-                                    so.ord_type, so.tif, so.t_created_ns),
-                              so.state, so.filled, so.fill_value)
-        self._publish_positions(routed)
+        self._adopt(positions, [
+            (so.client_id, by_key[so.instrument_key], so.side, so.qty, so.price, so.ord_type,
+             so.tif, so.state, so.filled, so.fill_value, so.t_created_ns)
+            for so in state.orders() if so.strategy == self.index])
+
+    def _adopt(self, positions: dict, orders) -> None:
+        """Start the strategy's view from the executor's: `positions` maps an instrument to
+        `Position.values()`, `orders` are working orders as (client id, instrument, side,
+        qty, price, type, tif, state, filled, fill value, created)."""
+        api = self.api
+        for i, values in positions.items():
+            api.positions[i].restore(*values)
+        for cid, inst, side, qty, price, ord_type, tif, state, filled, value, t in orders:
+            api.restore_order(Order(cid, self.index, inst, side, qty, price, ord_type, tif, t),
+                              state, filled, value)
+        self.c_working_orders.set(len(api.working))
+        self._publish_positions(self.routed)
 
     def on_close(self) -> None:
         self.state.flush()  # its id counter, to the disk now
@@ -318,26 +332,14 @@ class StrategyStage(Agent):
         return n
 
     def _load_snapshot(self, number: int) -> None:
-        import msgspec
-
-        from ..identity import read_private
-
         ctx = self.ctx
         path = snapshot_path(ctx.runtime_dir, ctx.instance, self.name)
         snap = msgspec.json.decode(read_private(path))
         if snap["n"] != number:
             raise RuntimeError(f"{path} is snapshot {snap['n']}, expected {number}")
-        api = self.api
         syms = self.ctx.cfg.symbols()
-        for sym, (qty, avg, realized, fees, tax, volume) in snap["positions"].items():
-            p = api.positions[syms.index(sym)]
-            p.qty, p.avg_price, p.realized, p.fees, p.tax, p.volume = \
-                qty, avg, realized, fees, tax, volume
-        for cid, inst, side, qty, price, ord_type, tif, state, filled, value, t in snap["orders"]:
-            api.restore_order(Order(cid, self.index, inst, side, qty, price, ord_type, tif, t),
-                              state, filled, value)
-        self.c_working_orders.set(len(api.working))
-        self._publish_positions(i for i, g in enumerate(self.gauges) if g is not None)
+        self._adopt({syms.index(sym): v for sym, v in snap["positions"].items()},
+                    snap["orders"])
         self.reconciling = False
         self.c_reconciled.add()
 
@@ -354,8 +356,13 @@ class StrategyStage(Agent):
         self.expect_seq = evs[n - 1].seq + 1
         self.ticks.commit(n)
         self.c_restart_skipped.add(n)
-        self.c_ticks_in.set(pos + n - self.c_replays_suppressed.value)
+        self._count_ticks(pos + n)
         return n
+
+    def _count_ticks(self, position: int) -> None:
+        """ticks_in, with the ticks themselves: every ring position up to `position` was a
+        tick handled once, but the re-deliveries skipped."""
+        self.c_ticks_in.set(position - self.c_replays_suppressed.value)
 
     def _take_reports(self) -> int:
         r = self.reports
@@ -453,8 +460,7 @@ class StrategyStage(Agent):
             self.c_last_seq.set(expect - 1 if check else 0)
             if replays:
                 self.c_replays_suppressed.add(replays)
-            # handled = ring position - re-deliveries skipped: counted with the ticks themselves
-            self.c_ticks_in.set(pos + n_ticks - self.c_replays_suppressed.value)
+            self._count_ticks(pos + n_ticks)
             if gaps:
                 self.c_seq_gaps.add(gaps)
         self.expect_seq = expect

@@ -58,12 +58,12 @@ from __future__ import annotations
 import time
 
 from ..events import ORDER_ID_SHIFT, OrderAction, OrderReport, OrderRequest, ReportKind, Side, Tick
-from ..trading import OrdType, TimeInForce
+from ..trading import OrdState, OrdType, TimeInForce, price_ok
 from ..trading.orders import IdSource, Order, OrderBook
 from ..trading.positions import Portfolio
 
 _FILL = ReportKind.FILL
-_FILLED = 3  # OrdState.FILLED: states below it are working
+_FILLED = int(OrdState.FILLED)  # states below it are working
 _NEW, _CANCEL, _REPLACE = OrderAction.NEW, OrderAction.CANCEL, OrderAction.REPLACE
 _MARKET, _LIMIT = OrdType.MARKET, OrdType.LIMIT
 ROD, IOC, FOK = TimeInForce.ROD, TimeInForce.IOC, TimeInForce.FOK
@@ -253,7 +253,7 @@ class StrategyApi:
         price = o.price if price is None else price
         if qty <= 0:
             raise ValueError(f"order quantity must be > 0, got {qty}")
-        if (price <= 0) if o.ord_type == _LIMIT else (price != 0):
+        if not price_ok(o.ord_type, price):
             raise ValueError(f"a limit order's price must be > 0, a market order's 0; got "
                              f"{price}")
         if self.paused:
@@ -297,12 +297,5 @@ class StrategyApi:
     def pnl(self, instrument: int | None = None) -> float:
         last = self.last_price
         if instrument is not None:
-            p, lp = self.positions[instrument], last[instrument]
-            return p.realized - p.fees - p.tax + (p.unrealized(lp) if p.qty and lp else 0.0)
-        total = 0.0
-        for i, p in enumerate(self.positions):
-            if p.volume:
-                total += p.realized - p.fees - p.tax
-                if p.qty and last[i]:
-                    total += p.unrealized(last[i])
-        return total
+            return self.positions[instrument].net(last[instrument])
+        return sum(p.net(last[i]) for i, p in enumerate(self.positions) if p.volume)

@@ -48,11 +48,11 @@ class Conditions(Strategy):
 
     # --- the rules' inputs -------------------------------------------------------------
     def on_tick(self, tick) -> None:
+        # the book answers with intents of conditions on this tick's instrument only
         intents = self.book.on_trade(self.symbol(tick.instrument), tick.price)
         for it in intents:
-            cond = self.book.get(it.cond_id).condition
             send = self.buy if it.side > 0 else self.sell
-            oid = send(self.instrument_id(cond.instrument), it.qty, 0, TimeInForce.IOC)
+            oid = send(tick.instrument, it.qty, 0, TimeInForce.IOC)
             if oid:
                 self.book.on_order_sent(it.cond_id, it.purpose, oid)
             else:  # the kill switch is on: nothing was sent

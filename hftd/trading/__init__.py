@@ -15,7 +15,7 @@ import enum
 
 from ..events import Side  # one Side for the wire and the domain
 
-__all__ = ["Side", "OrdType", "TimeInForce", "OrdState", "TERMINAL", "WORKING"]
+__all__ = ["Side", "OrdType", "TimeInForce", "OrdState", "TERMINAL", "WORKING", "price_ok"]
 
 
 class OrdType(enum.IntEnum):
@@ -40,6 +40,11 @@ class OrdState(enum.IntEnum):
     CANCELED = 4  # terminal: canceled with nothing or part filled
     REJECTED = 5  # terminal: refused (by risk or the venue), nothing filled
     EXPIRED = 6  # terminal: an IOC/FOK remainder the venue did not fill
+
+
+def price_ok(ord_type: int, price: int) -> bool:
+    """A limit order's price is > 0; a market order's is 0 (it has none)."""
+    return price > 0 if ord_type == OrdType.LIMIT else price == 0
 
 
 TERMINAL = frozenset({OrdState.FILLED, OrdState.CANCELED, OrdState.REJECTED, OrdState.EXPIRED})

@@ -104,6 +104,7 @@ from typing import Literal
 
 import msgspec
 
+from ..atomic_file import write_atomic
 from . import TERMINAL, OrdState, Side
 
 FILE_VERSION = 1
@@ -293,9 +294,7 @@ class ConditionBook:
         """Remove a condition and return it. One with an order in flight or a position open
         (ENTERING, ENTERED, EXITING) is refused unless `force`: its position would be left
         to the strategy's owner to close, and a late report for its order is ignored."""
-        e = self._entries.get(cond_id)
-        if e is None:
-            raise ConditionError(f"no condition with id {cond_id!r}")
+        e = self._entry(cond_id)
         if e.state.phase in (ENTERING, ENTERED, EXITING) and not force:
             raise ConditionError(
                 f"condition {cond_id!r} is {e.state.phase.value.lower()} (an order in flight "
@@ -316,10 +315,7 @@ class ConditionBook:
         return [_copy(e) for e in self._entries.values()]
 
     def get(self, cond_id: str) -> Entry:
-        e = self._entries.get(cond_id)
-        if e is None:
-            raise ConditionError(f"no condition with id {cond_id!r}")
-        return _copy(e)
+        return _copy(self._entry(cond_id))
 
     def in_flight(self) -> list[tuple[str, Purpose, int | None]]:
         """(condition id, purpose, client order id or None if not yet reported sent) of
@@ -383,45 +379,45 @@ class ConditionBook:
     # --- what became of the orders -------------------------------------------------------
     def on_order_sent(self, cond_id: str, purpose: Purpose, client_order_id: int) -> None:
         """The host sent the order an `Intent` asked for, with this client order id."""
-        e = self._entries.get(cond_id)
-        if e is None:
-            raise ConditionError(f"no condition with id {cond_id!r}")
-        s = e.state
-        if purpose == "entry":
-            if s.phase is not ENTERING or s.entry_order_id is not None:
-                raise ConditionError(f"condition {cond_id!r} has no entry to send "
-                                     f"({s.phase.value.lower()}, entry order "
-                                     f"{s.entry_order_id})")
-        elif purpose == "exit":
-            if s.phase is not EXITING or s.exit_order_id is not None:
-                raise ConditionError(f"condition {cond_id!r} has no exit to send "
-                                     f"({s.phase.value.lower()}, exit order "
-                                     f"{s.exit_order_id})")
-        else:
+        if purpose not in ("entry", "exit"):
+            self._entry(cond_id)
             raise ConditionError(f"purpose must be 'entry' or 'exit', got {purpose!r:.80}")
+        e = self._unsent(cond_id, purpose, "has no {purpose} to send ({phase}, {purpose} "
+                                           "order {oid})")
         if client_order_id in self._orders:
             raise ConditionError(f"client order id {client_order_id} is already in use by "
                                  f"condition {self._orders[client_order_id][0].condition.id!r}")
         if purpose == "entry":
-            s.entry_order_id = client_order_id
+            e.state.entry_order_id = client_order_id
         else:
-            s.exit_order_id = client_order_id
+            e.state.exit_order_id = client_order_id
         self._orders[client_order_id] = (e, purpose)
         self.dirty = True
 
     def on_send_failed(self, cond_id: str, purpose: Purpose) -> None:
         """No order went out for the intent (kill switch, refused before sending): the same
         as an order rejected with nothing filled."""
+        self._order_over(self._unsent(cond_id, purpose, "has no unsent {purpose} ({phase}, "
+                                                        "order {oid})"), purpose)
+
+    def _entry(self, cond_id: str):
         e = self._entries.get(cond_id)
         if e is None:
             raise ConditionError(f"no condition with id {cond_id!r}")
+        return e
+
+    def _unsent(self, cond_id: str, purpose: Purpose, why: str):
+        """The condition waiting for its `purpose` order to be sent (ENTERING or EXITING,
+        with no order yet); else ConditionError "condition '<id>' " + `why` (formatted with
+        purpose, phase and oid)."""
+        e = self._entry(cond_id)
         s = e.state
-        want = ENTERING if purpose == "entry" else EXITING
-        oid = s.entry_order_id if purpose == "entry" else s.exit_order_id
+        want, oid = (ENTERING, s.entry_order_id) if purpose == "entry" else \
+            (EXITING, s.exit_order_id)
         if s.phase is not want or oid is not None:
-            raise ConditionError(f"condition {cond_id!r} has no unsent {purpose} "
-                                 f"({s.phase.value.lower()}, order {oid})")
-        self._order_over(e, purpose)
+            raise ConditionError(f"condition {cond_id!r} " + why.format(
+                purpose=purpose, phase=s.phase.value.lower(), oid=oid))
+        return e
 
     def on_fill(self, client_order_id: int, qty: int, price: int) -> bool:
         """A fill of one of the book's orders (partial fills accumulate); False if the order
@@ -490,32 +486,7 @@ class ConditionBook:
         """Write the whole book to `path` atomically: a new file in the same directory
         (O_EXCL|O_NOFOLLOW, mode 0600), fsync, renamed over `path`, and the directory
         fsynced; then `dirty` is cleared. A crash leaves either the old file or the new."""
-        data = self.dumps()
-        path = os.path.abspath(path)
-        d, base = os.path.split(path)
-        tmp = os.path.join(d, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        write_atomic(path, self.dumps(), durable=True)
         self.dirty = False
 
     @classmethod

@@ -68,7 +68,7 @@ import heapq
 from bisect import bisect_left, insort
 
 from ..events import RejectReason, ReportKind
-from . import OrdState, OrdType, Side, TimeInForce
+from . import OrdState, OrdType, Side, TimeInForce, price_ok
 
 ACK = ReportKind.ACK
 REJECT = ReportKind.REJECT
@@ -146,6 +146,11 @@ class SimVenue:
 
     def submit(self, owner: int, client_id: int, instrument: int, side: int, qty: int,
                ord_type: int, tif: int, price: int, now_ns: int) -> None:
+        o = self._register(owner, client_id, instrument, side, qty, ord_type, tif, price)
+        self._at(now_ns + self.latency_ns, _ARRIVE, o, 0, 0, 0)
+
+    def _register(self, owner, client_id, instrument, side, qty, ord_type, tif, price):
+        """A new live order of `owner` (not yet at the venue)."""
         if side != 1 and side != -1:
             raise ValueError(f"side must be +1 or -1, got {side!r}")
         if ord_type not in (_MARKET, _LIMIT) or tif not in (0, 1, 2):
@@ -156,9 +161,9 @@ class SimVenue:
         if client_id in live:
             # the executor's ids never repeat; a duplicate is a caller bug, not a venue answer
             raise ValueError(f"client id {client_id} of owner {owner} is already working")
-        o = _Order(owner, client_id, instrument, side, qty, ord_type, tif, price)
-        live[client_id] = o
-        self._at(now_ns + self.latency_ns, _ARRIVE, o, 0, 0, 0)
+        o = live[client_id] = _Order(owner, client_id, instrument, side, qty, ord_type, tif,
+                                     price)
+        return o
 
     def cancel(self, owner: int, client_id: int, now_ns: int) -> None:
         o = self._live(owner, client_id)
@@ -192,26 +197,12 @@ class SimVenue:
         if not acked:
             self.submit(owner, client_id, instrument, side, qty, ord_type, tif, price, now_ns)
             return
-        live = self._owners.setdefault(owner, {})
-        if client_id in live:
-            raise ValueError(f"client id {client_id} of owner {owner} is already working")
         if not 0 <= filled < qty:
             raise ValueError(f"order {client_id}: filled {filled} of {qty} is not working")
-        o = live[client_id] = _Order(owner, client_id, instrument, side, qty, ord_type, tif,
-                                     price)
+        o = self._register(owner, client_id, instrument, side, qty, ord_type, tif, price)
         o.filled = filled
         o.state = _PARTIAL if filled else _NEW
-        book = self._books.get(instrument)
-        if book is None:
-            book = self._books[instrument] = _Book()
-        if ord_type == _LIMIT:
-            self._put(book, o)
-            if tif != _ROD:
-                book.ioc.append(o)
-        else:
-            book.market.append(o)
-        if tif != _ROD and self.ioc_window_ns:
-            self._at(now_ns + self.ioc_window_ns, _EXPIRE, o, 0, 0, 0)
+        self._work(o, now_ns)
 
     # -- what happens --------------------------------------------------------------------
 
@@ -285,10 +276,9 @@ class SimVenue:
                 self._end(a, OrdState.EXPIRED)
 
     def _arrive(self, o, due, out) -> None:
-        limit = o.ord_type == _LIMIT
         if o.qty <= 0:
             reason = _BAD_QTY
-        elif (o.price <= 0) if limit else (o.price != 0):
+        elif not price_ok(o.ord_type, o.price):
             reason = _BAD_PRICE
         else:
             reason = _NONE
@@ -298,17 +288,23 @@ class SimVenue:
             return
         o.state = _NEW
         out.append((o.owner, o.cid, ACK, o.qty, o.price, _NONE))
+        self._work(o, due)
+
+    def _work(self, o, t_ns) -> None:
+        """An acknowledged order starts working at `t_ns`: a limit order rests in its book
+        (an IOC/FOK also waits for its first trade), a market order waits for the next trade;
+        an IOC/FOK's window starts."""
         book = self._books.get(o.inst)
         if book is None:
             book = self._books[o.inst] = _Book()
-        if limit:
+        if o.ord_type == _LIMIT:
             self._put(book, o)
             if o.tif != _ROD:
                 book.ioc.append(o)
         else:
             book.market.append(o)
         if o.tif != _ROD and self.ioc_window_ns:
-            self._at(due + self.ioc_window_ns, _EXPIRE, o, 0, 0, 0)
+            self._at(t_ns + self.ioc_window_ns, _EXPIRE, o, 0, 0, 0)
 
     def _cancel(self, owner, cid, out) -> None:
         o = self._live(owner, cid)
@@ -325,7 +321,7 @@ class SimVenue:
             reason = _UNKNOWN
         elif new_qty <= o.filled:
             reason = _BAD_QTY
-        elif (new_price <= 0) if o.ord_type == _LIMIT else (new_price != 0):
+        elif not price_ok(o.ord_type, new_price):
             reason = _BAD_PRICE
         else:
             reason = _NONE

@@ -35,7 +35,7 @@ import collections
 import time
 
 from ..events import ReportKind, RejectReason
-from . import WORKING, OrdState, OrdType, TimeInForce
+from . import WORKING, OrdState, OrdType, TimeInForce, price_ok
 
 _PENDING_NEW = OrdState.PENDING_NEW
 _NEW = OrdState.NEW
@@ -99,7 +99,7 @@ class Order:
     `reason` is the RejectReason of a rejected order. Only the book changes an order."""
 
     __slots__ = ("client_id", "strategy", "instrument", "side", "qty", "price", "ord_type",
-                 "tif", "state", "filled", "avg_fill_price", "fill_value", "reason",
+                 "tif", "state", "filled", "fill_value", "reason",
                  "t_created_ns", "_qty_cell", "_count_cell")
 
     def __init__(self, client_id: int, strategy: int, instrument: int, side: int, qty: int,
@@ -117,12 +117,15 @@ class Order:
         self.tif = tif
         self.state = _PENDING_NEW
         self.filled = 0
-        self.avg_fill_price = 0.0
         self.fill_value = 0  # sum of fill price * qty (ticks * lots): the VWAP stays exact
         self.reason = RejectReason.NONE
         self.t_created_ns = time.monotonic_ns() if t_created_ns is None else t_created_ns
         self._qty_cell = None
         self._count_cell = None
+
+    @property
+    def avg_fill_price(self) -> float:
+        return self.fill_value / self.filled if self.filled else 0.0
 
     @property
     def leaves(self) -> int:
@@ -213,7 +216,7 @@ class OrderBook:
             return self._bad("add:not_new")
         if order.qty <= 0:
             return self._bad("add:bad_qty")
-        if not _price_ok(order, order.price):
+        if not price_ok(order.ord_type, order.price):
             return self._bad("add:bad_price")
         key = (order.strategy, order.instrument, order.side)
         qc = self._qty_cells.get(key)
@@ -241,7 +244,6 @@ class OrderBook:
         order.state = state
         order.filled = filled
         order.fill_value = fill_value
-        order.avg_fill_price = fill_value / filled if filled else 0.0
         order._qty_cell.n -= filled
         return True
 
@@ -276,7 +278,6 @@ class OrderBook:
             return self._bad("fill:bad_price")
         o.filled += qty
         o.fill_value += price * qty
-        o.avg_fill_price = o.fill_value / o.filled
         o._qty_cell.n -= qty
         if o.filled == o.qty:
             self._end(o, _FILLED)
@@ -304,7 +305,7 @@ class OrderBook:
             return False
         if new_qty <= o.filled:
             return self._bad("replace:below_filled")
-        if not _price_ok(o, new_price):
+        if not price_ok(o.ord_type, new_price):
             return self._bad("replace:bad_price")
         o._qty_cell.n += new_qty - o.qty  # leaves go from qty - filled to new_qty - filled
         o.qty = new_qty
@@ -351,7 +352,3 @@ class OrderBook:
             del orders[ended.popleft()]
             n += 1
         return n
-
-
-def _price_ok(o: Order, price: int) -> bool:
-    return price > 0 if o.ord_type == OrdType.LIMIT else price == 0

@@ -62,7 +62,24 @@ class Position:
         self.qty = new
 
     def unrealized(self, last_price_ticks: int) -> float:
-        return (last_price_ticks - self.avg_price) * self.qty * self._vpt if self.qty else 0.0
+        """At the last trade price; 0 when flat or with no price yet (0: a price is > 0)."""
+        if not (self.qty and last_price_ticks):
+            return 0.0
+        return (last_price_ticks - self.avg_price) * self.qty * self._vpt
+
+    def values(self) -> tuple:
+        """(qty, avg_price, realized, fees, tax, volume): what `restore` takes back."""
+        return self.qty, self.avg_price, self.realized, self.fees, self.tax, self.volume
+
+    def restore(self, qty: int, avg_price: float, realized: float, fees: float, tax: float,
+                volume: int) -> None:
+        """Take back a position kept elsewhere (a state store, a snapshot)."""
+        self.qty, self.avg_price, self.realized = qty, avg_price, realized
+        self.fees, self.tax, self.volume = fees, tax, volume
+
+    def net(self, last_price_ticks: int) -> float:
+        """Net P&L marked at `last_price_ticks` (0: not marked, no unrealised P&L yet)."""
+        return self.realized - self.fees - self.tax + self.unrealized(last_price_ticks)
 
     def pnl(self, last_price_ticks: int) -> float:
         """Net P&L: realized + unrealized at `last_price_ticks` - fees - tax."""

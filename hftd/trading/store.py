@@ -42,12 +42,16 @@ import hashlib
 import mmap
 import os
 import stat
+import sys
 from dataclasses import dataclass
 
+from . import OrdState
 from .orders import Order
 
+_FILLED = int(OrdState.FILLED)  # states below it are working
+
 MAGIC = int.from_bytes(b"HFTDSTAT", "little")
-VERSION = 2
+VERSION = 3
 FILENAME = "executor.state"
 
 ID_SLOTS = 256
@@ -62,9 +66,9 @@ H_J_POS = 10  # the position slot it writes (-1: none)
 H_J_IMAGES = 16  # the order's after-image (ORDER_WORDS), then the position's (POS_WORDS)
 
 # order record words
-O_ID, O_STRATEGY, O_INST_KEY, O_INST, O_SIDE, O_QTY, O_PRICE, O_TYPE, O_TIF, O_STATE, \
-    O_FILLED, O_FILL_VALUE, O_CREATED, O_STRATEGY_KEY = range(14)
-ORDER_WORDS = 14
+O_ID, O_STRATEGY, O_INST_KEY, O_SIDE, O_QTY, O_PRICE, O_TYPE, O_TIF, O_STATE, O_FILLED, \
+    O_FILL_VALUE, O_CREATED, O_STRATEGY_KEY = range(13)
+ORDER_WORDS = 13
 
 # position record words (P_AVG .. P_TAX and P_DAY_BASE are float64)
 P_USED, P_STRATEGY_KEY, P_INST_KEY, P_QTY, P_AVG, P_REALIZED, P_FEES, P_TAX, P_VOLUME, \
@@ -96,13 +100,12 @@ def path_for(state_dir: str) -> str:
     return os.path.join(state_dir, FILENAME)
 
 
-def _name_words(name: str) -> list[int]:
-    b = name.encode()[:32].ljust(32, b"\0")
-    return [int.from_bytes(b[i:i + 8], "little", signed=True) for i in range(0, 32, 8)]
+def _name_bytes(name: str) -> bytes:
+    """A name as it is kept in a record: UTF-8, cut to 32 bytes, NUL-padded."""
+    return name.encode()[:32].ljust(32, b"\0")
 
 
-def _words_name(words) -> str:
-    b = b"".join(int(w).to_bytes(8, "little", signed=True) for w in words)
+def _bytes_name(b: bytes) -> str:
     return b.rstrip(b"\0").decode(errors="replace")
 
 
@@ -125,7 +128,6 @@ class SavedOrder:
     client_id: int
     strategy: int
     instrument_key: int
-    instrument: int
     side: int
     qty: int
     price: int
@@ -194,15 +196,15 @@ class TradingState:
 
     @staticmethod
     def _create(path: str) -> int:
-        """A new file, initialised in full under a temporary name and then renamed into
-        place, so nobody ever maps a half-made one."""
-        tmp = f"{path}.{os.getpid()}.tmp"
+        """A new file, initialised in full under a temporary name and then linked into
+        place (never over a file that appeared meanwhile), so nobody maps a half-made one."""
+        tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         try:
             os.ftruncate(fd, SIZE)
             head = [MAGIC, VERSION, ID_SLOTS, POS_SLOTS, ORDER_SLOTS]
-            os.pwrite(fd, b"".join(w.to_bytes(8, "little") for w in head), 0)
+            os.pwrite(fd, b"".join(w.to_bytes(8, sys.byteorder) for w in head), 0)
             os.fsync(fd)
             try:
                 os.link(tmp, path)  # fails if one appeared meanwhile: use that one
@@ -281,9 +283,8 @@ class TradingState:
         q = self.q
         for i in range(POS_WORDS):
             q[b + i] = 0
-        q[b + P_NAMES:b + P_NAMES + 8] = memoryview(
-            b"".join(w.to_bytes(8, "little", signed=True)
-                     for w in _name_words(strategy) + _name_words(symbol))).cast("q")
+        self._mm[(b + P_NAMES) * 8:(b + P_NAMES + 8) * 8] = \
+            _name_bytes(strategy) + _name_bytes(symbol)
         q[b + P_STRATEGY_KEY], q[b + P_INST_KEY] = k
         q[b + P_USED] = 1  # last: a record killed half-made is not used
         self._pos[k] = s
@@ -293,15 +294,15 @@ class TradingState:
         """The record of (strategy, symbol), or None (read-only: for the strategies)."""
         return self._pos.get((key(strategy), key(symbol)))
 
+    def position_values(self, slot: int) -> tuple:
+        """A position record as `Position.values()`: (qty, avg, realized, fees, tax, volume)."""
+        q, d, b = self.q, self.d, POS + slot * POS_WORDS
+        return (q[b + P_QTY], d[b + P_AVG], d[b + P_REALIZED], d[b + P_FEES], d[b + P_TAX],
+                q[b + P_VOLUME])
+
     def load_position(self, slot: int, p) -> None:
         """Fill Position `p` from its record."""
-        q, d, b = self.q, self.d, POS + slot * POS_WORDS
-        p.qty = q[b + P_QTY]
-        p.avg_price = d[b + P_AVG]
-        p.realized = d[b + P_REALIZED]
-        p.fees = d[b + P_FEES]
-        p.tax = d[b + P_TAX]
-        p.volume = q[b + P_VOLUME]
+        p.restore(*self.position_values(slot))
 
     def day_base(self, slot: int) -> float:
         return self.d[POS + slot * POS_WORDS + P_DAY_BASE]
@@ -315,10 +316,10 @@ class TradingState:
         q, d = self.q, self.d
         for s in sorted(self._pos.values()):
             b = POS + s * POS_WORDS
+            names = (b + P_NAMES) * 8
             out.append(SavedPosition(
-                _words_name(q[b + P_NAMES:b + P_NAMES + 4]),
-                _words_name(q[b + P_NAMES + 4:b + P_NAMES + 8]), q[b + P_QTY], d[b + P_AVG],
-                d[b + P_REALIZED], d[b + P_FEES], d[b + P_TAX], q[b + P_VOLUME],
+                _bytes_name(self._mm[names:names + 32]),
+                _bytes_name(self._mm[names + 32:names + 64]), *self.position_values(s),
                 d[b + P_DAY_BASE]))
         return out
 
@@ -334,7 +335,6 @@ class TradingState:
         q[b + O_STRATEGY] = o.strategy
         q[b + O_STRATEGY_KEY] = strategy_key
         q[b + O_INST_KEY] = instrument_key
-        q[b + O_INST] = o.instrument
         q[b + O_SIDE] = o.side
         q[b + O_QTY] = o.qty
         q[b + O_PRICE] = o.price
@@ -353,10 +353,6 @@ class TradingState:
         if s is not None:
             self.q[ORDERS + s * ORDER_WORDS + O_STATE] = o.state
 
-    def relocate(self, client_id: int, instrument: int) -> None:
-        """The order's instrument has another index in this run's config (same symbol)."""
-        self.q[ORDERS + self._slot[client_id] * ORDER_WORDS + O_INST] = instrument
-
     def end_order(self, client_id: int) -> None:
         """The order ended: its slot is free (one word)."""
         s = self._slot.pop(client_id, None)
@@ -370,7 +366,7 @@ class TradingState:
         in the same step. Either may be None / -1."""
         q, d = self.q, self.d
         oslot = self._slot.get(o.client_id, -1) if o is not None else -1
-        ended = o is not None and o.state >= 3  # OrdState.FILLED and beyond
+        ended = o is not None and o.state >= _FILLED
         j = H_J_IMAGES
         if oslot >= 0:
             b = ORDERS + oslot * ORDER_WORDS
