@@ -157,6 +157,12 @@ class Ring:
     def occupancy(self) -> int:
         return self.q_header[H_WRITE] - self.q_header[H_READ]
 
+    def payload(self, position: int) -> memoryview:
+        """The payload of the event at `position` (valid while the slot is not reused)."""
+        i = position & self.mask
+        o = i * self.slot_size
+        return self.data[o : o + self.i_length[i]]
+
     @property
     def backpressured(self) -> int:
         return self.q_header[H_FLOW + FLOW_BACKPRESSURED]
@@ -341,10 +347,7 @@ class RingReader:
         return self._h[H_WRITE] - self.position
 
     def payload(self, position: int) -> memoryview:
-        r = self.ring
-        i = position & r.mask
-        o = i * r.slot_size
-        return r.data[o : o + r.i_length[i]]
+        return self.ring.payload(position)
 
     def read(self, decode, limit: int) -> list:
         """Decode up to `limit` available events from `position` on. Does not commit."""

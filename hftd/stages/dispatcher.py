@@ -26,6 +26,16 @@ hftd/stages/executor.py), which is published a few microseconds after the strate
 An in-band control event (the end-of-stream marker) ends a batch; SHUTDOWN flushes what
 each ring holds, is passed on to every strategy ring and the executor's, and ends the
 dispatcher.
+
+Crash-only: the input is committed after a batch went out, so a dispatcher killed between
+the two leaves up to one batch routed but not committed. Its successor reads, per output
+ring, the producer sequence of the newest tick the ring holds (a tick's seq is its position
+in `ticks.in`, and it travels with the tick) and does not route input ticks up to it to
+that ring again (`replays_skipped`). Its counters are re-derived from the rings' cursors,
+which are the truth (delivered = what a ring was published, ticks_in = what `ticks.in` was
+committed), so the accounting stays exact whenever the process died. Conflated ticks that
+waited in the dead process are counted as dropped. A ring that already got the
+end-of-stream marker does not get a second one.
 """
 
 from __future__ import annotations
@@ -36,7 +46,8 @@ import numpy as np
 
 from ..agent import Agent
 from ..flow import BLOCK, CONFLATE, Flow
-from ..events import ControlKind
+from ..events import Codec, ControlKind, Control, TickStream
+from .. import stats as stats_mod
 from ..stats import COUNTER, Schema
 from ..topology import MARKET_DATA, strategy_agent
 from .common import decode_control, end_of_stream, read_control
@@ -63,7 +74,9 @@ class _Out:
         self.dropped = st.value(f"dropped.{name}")
         self.pending = st.value(f"conflation_pending.{name}")
         self.quarantined = st.value(f"quarantined.{name}")
+        self.replays_skipped = st.value(f"replays_skipped.{name}")
         self.shut = False  # its strategy is quarantined: routed ticks are counted, not sent
+        self.resume = -1  # after a restart: input ticks up to this seq are already in the ring
         self.taking = False  # per pass of the scalar path: see Dispatcher._route_each
         self.n_routed = 0
 
@@ -108,7 +121,8 @@ class Dispatcher(Agent):
             per_ring += [(f"routed.{name}", COUNTER), (f"delivered.{name}", COUNTER),
                          (f"conflated.{name}", COUNTER),
                          (f"dropped.{name}", COUNTER), (f"conflation_pending.{name}", "gauge"),
-                         (f"quarantined.{name}", COUNTER)]
+                         (f"quarantined.{name}", COUNTER),
+                         (f"replays_skipped.{name}", COUNTER)]
         return Schema(values=(("ticks_in", COUNTER), ("ticks_out", COUNTER),
                               ("control_in", COUNTER), ("full_polls", COUNTER), *per_ring),
                       histograms=("stage",))
@@ -138,6 +152,38 @@ class Dispatcher(Agent):
         self.full_polls = st.value("full_polls")
         self.latency = ctx.histogram("stage")
         self.ended: set[str] = set()
+        self.catching_up = False
+        if ctx.stats.q_header[stats_mod.H_RESTARTS]:
+            self._resume()
+
+    def _resume(self) -> None:
+        """A restarted dispatcher: see the module docstring (crash-only)."""
+        decode = Codec(TickStream).decode
+        for o in self.outs:
+            ring = o.writer.ring
+            end = ticks = o.writer.position
+            newest = -1
+            # the newest tick is among the last few slots: conflated ticks are flushed in
+            # instrument order, at most one per instrument, before any newer tick
+            window = min(ring.capacity, 2 * len(self.targets) + 8)
+            for p in range(end - 1, max(end - window, 0) - 1, -1):
+                ev = decode(ring.payload(p))
+                if isinstance(ev, Control):
+                    ticks -= 1
+                    if ev.kind == ControlKind.SHUTDOWN:
+                        self.ended.add(o.name)
+                elif ev.seq > newest:
+                    newest = ev.seq
+            o.resume = newest
+            o.delivered.set(ticks)
+            lost = o.pending.value
+            if lost:
+                o.dropped.add(lost)
+                o.pending.set(0)
+            o.routed.set(ticks + o.conflated.value + o.dropped.value + o.quarantined.value)
+        self.ticks_in.set(self.inp.position - self.control_in.value)
+        self.ticks_out.set(sum(o.delivered.value for o in self.outs))
+        self.catching_up = any(o.resume >= self.inp.position for o in self.outs)
 
     def sleep_for(self) -> float | None:
         if any(o.flow.pending and not o.flow.on for o in self.outs):
@@ -181,6 +227,8 @@ class Dispatcher(Agent):
         limit = self.batch_min + self.batch_span * n // self.capacity
         if n > limit:
             n = limit
+        if self.catching_up:
+            return work + self._catch_up()
         if n <= SMALL_BATCH:
             return work + self._route_each(n)
         src = inp.ring
@@ -232,12 +280,29 @@ class Dispatcher(Agent):
             out += published
         return work + self._consumed(n, out)
 
-    def _route_each(self, n: int) -> int:
-        """A few events: route them one by one (no numpy call, ~1 us an event)."""
+    def _catch_up(self) -> int:
+        """After a restart, one input tick at a time until the input passes what the dead
+        process had already routed: each output ring that holds the tick is skipped."""
+        p = self.inp.position
+        if all(o.resume < p for o in self.outs):
+            self.catching_up = False
+            return 0
+        k = self.inp.ring.i_key[p & self.inp.ring.mask]
+        if k < 0:
+            return self._in_band_control(p)
+        skipped = [o for o in self.targets[k] if o.resume >= p]
+        for o in skipped:
+            o.replays_skipped.add()
+        return self._route_each(1, {k: [o for o in self.targets[k] if o.resume < p]})
+
+    def _route_each(self, n: int, table=None) -> int:
+        """A few events: route them one by one (no numpy call, ~1 us an event). `table`: the
+        routing table to use instead of the configured one (see _catch_up)."""
         inp = self.inp
         src = inp.ring
         keys, mask = src.i_key, src.mask
         pos = inp.position
+        table = table or self.targets
         for o in self.outs:
             # whether a conflate/drop ring takes ticks this pass: one look, not one per tick
             o.taking = not o.blocks and not (o.flow.backpressured() or o.flow.pending)
@@ -249,7 +314,7 @@ class Dispatcher(Agent):
                 if done == 0:
                     return self._in_band_control(p)
                 break
-            targets = self.targets[k]
+            targets = table[k]
             if not all(o.writer.claim(1) for o in targets if o.blocks and not o.shut):
                 break
             for o in targets:
