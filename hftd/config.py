@@ -388,6 +388,10 @@ class RiskConfig(_Base):
 class SimVenueConfig(_Base):
     latency_us: float = 0.0  # orders, cancels and replaces reach the venue this long after they are sent
     ioc_window_us: float = 0.0  # an IOC/FOK order that sees no trade within this expires; 0 = waits for the next trade
+    # the venue's log (hftd.venues.sim): what it received and answered, so a restarted executor
+    # finds the venue as a remote one would have kept it; off: a kill -9 of the executor loses
+    # the simulated venue's answers it had not applied, and the cancels it had not carried out
+    log: bool = True
 
     def __post_init__(self):
         for key in ("latency_us", "ioc_window_us"):

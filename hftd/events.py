@@ -122,6 +122,9 @@ class OrderReport(msgspec.Struct, array_like=True, tag=3, gc=False):
     reason: int = 0  # RejectReason (REJECT, CANCEL_REJECTED)
     filled: int = 0  # the order's cumulative filled quantity after this event
     leaves: int = 0  # the order's quantity still working after this event (0 once ended)
+    # the venue log sequence (hftd.venues.sim) of the last venue answer reported to this
+    # strategy, this one included: a restarted executor reports the answers after it again
+    vseq: int = 0
 
 
 class Control(msgspec.Struct, array_like=True, tag=4, gc=False):

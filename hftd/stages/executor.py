@@ -49,6 +49,16 @@ positions, P&L, the daily-loss bases and the working orders come back from there
 simulated venue gets the working orders back as a remote venue would have kept them. The
 instance has at most `store.ORDER_SLOTS` working orders (past that, MAX_WORKING_ORDERS).
 
+Crash-only (see `_recover`): the simulated venue logs what it receives and answers
+(hftd.venues.sim) before the executor sees an answer, and the store records the log sequence
+of the last answer applied, with its effect. So a restarted executor applies the answers the
+dead one had not, reports again the answers whose reports had not reached the strategy (a
+report carries the sequence of the last answer reported to its strategy: the newest report in
+the ring says where to resume), gives the venue back the cancels and replaces it had received
+and not carried out, and does not take again the order requests the dead one had handled but
+not committed (`taking.<strategy>` says which request it was handling; that one is taken
+again only if it left no trace). Nothing reaches the venue twice, and no answer is lost.
+
 The stats block (which the supervisor creates) carries what status and /metrics show: per
 strategy and routed instrument the position and its money (`pos.`, `avg.`, `realized.`,
 `unrealized.`, `fees.`, `tax.`, `volume.` + strategy + "." + symbol; money in hundredths of the
@@ -71,6 +81,7 @@ import time
 import msgspec
 import numpy as np
 
+from .. import stats as stats_mod
 from .. import venues
 from ..agent import Agent
 from ..events import (ORDER_ID_SHIFT, Codec, Control, ControlKind, OrderAction, OrderReport,
@@ -83,6 +94,7 @@ from ..trading.orders import Order, OrderBook
 from ..trading.positions import Portfolio
 from ..trading.risk import RiskEngine, trading_day
 from ..trading.store import SavedOrder, TradingState, key, path_for
+from ..venues.sim import VenueLog, log_path, read_log
 from .common import Outbox, decode_control, end_of_stream, fixed, read_control
 
 MD_BATCH = 1024  # market-data ticks per pass at most
@@ -117,6 +129,11 @@ def snapshot_path(runtime_dir: str, instance: str, strategy: str) -> str:
 def state_path(cfg) -> str:
     """The instance's state store (made by the supervisor before the agents start)."""
     return path_for(check_state_dir(cfg.resolved_state_dir()))
+
+
+def venue_log_path(cfg) -> str:
+    """The simulated venue's log (hftd.venues.sim), beside the state store."""
+    return log_path(os.path.dirname(state_path(cfg)))
 
 
 def unmanageable(o: SavedOrder, cfg) -> str:
@@ -168,6 +185,11 @@ class _Strategy:
         self.held = set()  # instruments with an open position
         self.dirty = set()  # instruments whose position a fill changed since the last mark
         self.g_last_id = st.value(f"last_id.{scfg.name}")
+        # crash-only: the ring position + 1 of the order request being handled, and the venue
+        # log's last sequence when it began (written before it is handled: see _take_orders)
+        self.g_taking = st.value(f"taking.{scfg.name}")
+        self.g_taking_vseq = st.value(f"taking_vseq.{scfg.name}")
+        self.vseq = 0  # venue log sequence of the last venue answer reported to it
         self.last_id = ex.state.last_seen(index)
         self.g_last_id.set(self.last_id)
         self.day_base = 0.0  # net P&L of its positions when the trading day started
@@ -184,7 +206,8 @@ class Executor(Agent):
         syms = cfg.symbols()
         per_strategy = []
         for s in cfg.strategies:
-            per_strategy.append((f"last_id.{s.name}", GAUGE))
+            per_strategy += [(f"last_id.{s.name}", GAUGE), (f"taking.{s.name}", GAUGE),
+                             (f"taking_vseq.{s.name}", GAUGE)]
             for i in cfg.routes(s):
                 per_strategy += [(f"{v}.{s.name}.{syms[i]}", GAUGE) for v, _ in POSITION_VALUES]
         return Schema(
@@ -200,7 +223,10 @@ class Executor(Agent):
                     ("orphan_orders", GAUGE), ("journal_replays", COUNTER),
                     ("working_orders", GAUGE), ("paused", GAUGE), ("reports_waiting", GAUGE),
                     ("alarms", COUNTER), ("control_in", COUNTER), ("quarantined", COUNTER),
-                    ("reports_discarded", COUNTER),
+                    ("reports_discarded", COUNTER), ("venue_seq_at_start", GAUGE),
+                    ("answers_replayed", COUNTER), ("answers_in_effect", COUNTER),
+                    ("reports_resent", COUNTER), ("requests_skipped", COUNTER),
+                    ("requests_redone", COUNTER), ("requests_resent", COUNTER),
                     *((f"risk_reject.{r.name}", COUNTER) for r in REASONS),
                     *per_strategy),
             histograms=("stage", "tick_to_trade"),
@@ -219,10 +245,17 @@ class Executor(Agent):
         self.md_blocks = cfg.executor.market_data_policy == "block"  # every tick comes
         n = self.n_instruments = len(cfg.instruments)
         self.symbols = cfg.symbols()
-        self.venue = venues.make(cfg)
+        self.restarted = bool(ctx.stats.q_header[stats_mod.H_RESTARTS])
+        # the simulated venue's log (hftd.venues.sim): read here, the venue made in _recover
+        self.venue = None
+        self.venue_log = None
+        if cfg.executor.venue == "sim" and cfg.executor.sim.log:
+            self.venue_log = venue_log_path(cfg)
+        self.vlog = read_log(self.venue_log) if self.venue_log else VenueLog()
         self.decode = Codec(OrderStream).decode
         self.decode_tick = Codec(TickStream).decode
         self.encode = Codec(ReportStream).encode
+        self.decode_report = Codec(ReportStream).decode
         st = ctx.stats
         self.bind_values()
         self.c_reject_by = [None] * (max(RejectReason) + 1)
@@ -258,12 +291,18 @@ class Executor(Agent):
         self._fed_q, self._fed_i = st.q_values, st.index["md_fed"]
         self.md_seen = [-1] * n
         self._skip_fed()
-        self._restore()
+        self._recover()
         self.c_paused.set(int(self.risk.kill_switch))
 
-    def _restore(self) -> None:
-        """Re-attach to the state store: positions and their money, the daily-loss bases, and
-        the working orders (into the book and back to the venue)."""
+    def _recover(self) -> None:
+        """Start-up is the recovery path (every start, the daemon's or a restart's): re-attach
+        to the state store (positions and their money, the daily-loss bases, the working
+        orders), then bring it level with the venue's log: a restarted process first reports
+        again the answers it had applied whose reports had not reached their strategy, then
+        applies the answers it had not applied (reporting them). Then the venue gets back
+        the orders still working and the cancels and replaces it had received and not yet
+        carried out, as a remote venue would have kept them. The order requests a previous
+        process had taken are not taken again (`_resume_orders`)."""
         st = self.state
         if st.replayed_journal:
             self.c_journal_replays.add()
@@ -279,7 +318,6 @@ class Executor(Agent):
                 if p.volume:
                     s.dirty.add(i)  # its gauges are written at the first mark
         by_key = {k: i for i, k in enumerate(self.inst_keys)}
-        now = time.monotonic_ns()
         orphans = 0
         for so in st.orders():
             if unmanageable(so, self.ctx.cfg):
@@ -291,14 +329,76 @@ class Executor(Agent):
             if not self.book.restore(o, so.state, so.filled, so.fill_value):
                 orphans += 1
                 continue
-            self.venue.restore(s.index, o.client_id, inst, o.side, o.qty, o.filled,
-                               o.ord_type, o.tif, o.price, o.state != 0, now)
             self.live[inst] += 1
             self.live_np[inst] += 1
+        self.c_orphan_orders.set(orphans)
+        vlog, applied = self.vlog, st.venue_seq
+        if self.restarted:
+            self._resend_reports(applied)
+        else:  # the strategies start from the executor's record: nothing to report again
+            self.c_venue_seq_at_start.set(vlog.last_seq)
+            for s in self.strategies:
+                s.vseq = vlog.last_seq
+        later = [e for e in vlog.events if e[0] > applied]
+        if later:
+            self._venue_events([e[1:7] for e in later], [e[0] for e in later])
+        if self.venue_log and not self.restarted and os.path.exists(self.venue_log):
+            os.replace(self.venue_log, self.venue_log + ".1")  # a log spans one daemon run
+        self.venue = venues.make(self.ctx.cfg, self.venue_log, vlog.last_seq)
+        relog = not self.restarted  # requests of the previous run go into the new log
+        now = time.monotonic_ns()
+        for o in self.book.working():
+            self.venue.restore(o.strategy, o.client_id, o.instrument, o.side, o.qty, o.filled,
+                               o.ord_type, o.tif, o.price, o.state != 0, now)
             self.c_restored_orders.add()
             (self.c_restored_acked if o.state else self.c_restored_pending).add()
-        self.c_orphan_orders.set(orphans)
+            lo = vlog.orders.get(o.client_id)
+            for what, qty, price in (lo.requests if lo is not None else ()):
+                if what == "C":
+                    self.venue.cancel(o.strategy, o.client_id, now, log=relog)
+                else:
+                    self.venue.replace(o.strategy, o.client_id, qty, price, now, log=relog)
+                self.c_requests_resent.add()
         self.c_working_orders.set(self.book.n_working)
+        for s in self.strategies:
+            s.skip_to, s.redo = 0, False
+            r = s.orders
+            begun = s.g_taking.value - 1
+            if self.restarted and r.position <= begun < r.position + r.available():
+                s.skip_to = begun + 1
+                s.redo = not self._left_trace(s, self.decode(r.ring.payload(begun)))
+        self.vlog = None  # what it said is applied (a long run's log is big: not kept)
+
+    def _last_reports(self, s: _Strategy, n: int):
+        """The newest reports (and controls) in strategy `s`'s reports ring, newest first, at
+        most `n` of them (a ring keeps its last `capacity` events readable)."""
+        w = s.outbox.writer
+        ring = w.ring
+        end = w.position
+        for p in range(end - 1, max(end - min(n, ring.capacity), 0) - 1, -1):
+            yield self.decode_report(ring.payload(p))
+
+    def _resend_reports(self, applied: int) -> None:
+        """A restarted executor: the venue's answers it had applied (up to `applied`) but whose
+        reports had not been written to their strategy's ring (queued, or the process died
+        between the two) are reported now, in order. What a strategy got is known from its
+        ring: each report carries the sequence of the last answer reported to it."""
+        for s in self.strategies:
+            s.vseq = next((ev.vseq for ev in self._last_reports(s, 1 << 62)
+                           if ev.__class__ is OrderReport), self.c_venue_seq_at_start.value)
+        for seq, owner, cid, kind, qty, price, reason, inst, side, filled, leaves in \
+                self.vlog.events:
+            if seq > applied:
+                break
+            if not 0 <= owner < len(self.strategies) or inst < 0:
+                continue
+            s = self.strategies[owner]
+            if seq <= s.vseq:
+                continue
+            s.vseq = seq
+            self._send(s, OrderReport(0, 0, cid, kind, inst, side, qty, price, reason, filled,
+                                      leaves, seq))
+            self.c_reports_resent.add()
 
     def _skip_fed(self) -> None:
         """After a restart: the market data the previous process fed is not fed again (only
@@ -592,11 +692,18 @@ class Executor(Agent):
     # --- orders -------------------------------------------------------------------------
     def _take_orders(self, s: _Strategy) -> int:
         r = s.orders
+        if s.skip_to:
+            return self._resume_orders(s)
         evs = r.read(self.decode, 256)
         if not evs:
             return 0
         taken = 0
+        taking, taking_vseq, venue = s.g_taking, s.g_taking_vseq, self.venue
+        pos = r.position
         for ev in evs:
+            # crash-only: which request is being handled, and how far the venue's log was
+            taking_vseq.set(venue.last_seq)
+            taking.set(pos + taken + 1)
             if ev.__class__ is Control:
                 taken += 1
                 if ev.kind == ControlKind.SHUTDOWN:
@@ -628,6 +735,54 @@ class Executor(Agent):
         r.commit(taken)
         self.c_orders_in.add(taken - (1 if s.orders_ended else 0))
         return taken
+
+    def _resume_orders(self, s: _Strategy) -> int:
+        """A restarted executor, before it takes strategy `s`'s next order request: the
+        requests a previous process had handled (up to the one it was handling when it died,
+        `taking`) were not committed if it died before the end of its batch. Those it had
+        finished are skipped; the one it had begun is handled again only if it left no trace:
+        a new order that is neither on record nor reported, a cancel or replace the venue's
+        log does not show after the moment it began (`taking_vseq`). So none is handled
+        twice, and none is lost."""
+        r = s.orders
+        n = s.skip_to - 1 - r.position  # handled to the end
+        s.skip_to = 0
+        if n:
+            r.commit(n)
+            self.c_requests_skipped.add(n)
+            self.c_orders_in.add(n)
+        ev = r.read(self.decode, 1)[0]
+        if not s.redo:
+            r.commit(1)
+            self.c_requests_skipped.add()
+            if ev.__class__ is Control:
+                s.orders_ended = s.orders_ended or ev.kind == ControlKind.SHUTDOWN
+            else:
+                self.c_orders_in.add()
+            return n + 1
+        self.c_requests_redone.add()
+        if ev.__class__ is not Control and ev.action == _NEW and ev.order_id == s.last_id:
+            s.last_id -= 1  # it was seen, not handled: it is not a duplicate
+        return n + self._take_orders(s)
+
+    def _left_trace(self, s: _Strategy, ev) -> bool:
+        """Whether request `ev`, begun by a process that died, took effect (see above; at
+        start-up, while the venue's log is at hand)."""
+        if ev.__class__ is Control:
+            if ev.kind != ControlKind.RECONCILE:
+                return False
+            return any(e.__class__ is Control and e.kind == ControlKind.RECONCILED
+                       for e in self._last_reports(s, 16))
+        cid = ev.order_id
+        if ev.action == _NEW:
+            if cid > s.last_id:
+                return False  # not even seen
+            if cid < s.last_id or self.book.get(cid) is not None or cid in self.vlog.orders:
+                return True  # handled before, or on record (the venue gets it back)
+            return any(e.__class__ is OrderReport and e.order_id == cid
+                       for e in self._last_reports(s, 256))
+        lo = self.vlog.orders.get(cid)
+        return lo is not None and lo.last_request_seq > s.g_taking_vseq.value
 
     def _reconcile(self, s: _Strategy) -> None:
         """A restarted strategy asks for its state: its positions and working orders as of
@@ -681,7 +836,7 @@ class Executor(Agent):
             self.c_rejects.add()
             self.c_reject_by[reason].add()
             self._send(s, OrderReport(0, ev.t_ingest, oid, _REJECT, inst, ev.side, ev.qty, ev.price,
-                                      reason, 0, 0))
+                                      reason, 0, 0, s.vseq))
             return
         o = Order(oid, s.index, inst, ev.side, ev.qty, ev.price, ev.ord_type, ev.tif, ev.t_ingest)
         self.state.add_order(o, self.inst_keys[inst], s.key)  # on record before the venue has it
@@ -747,7 +902,7 @@ class Executor(Agent):
         o = self.book.get(ev.order_id)
         filled, leaves = (o.filled, o.leaves) if o is not None and o.strategy == s.index else (0, 0)
         self._send(s, OrderReport(0, ev.t_ingest, ev.order_id, _CANCEL_REJECTED, ev.instrument,
-                                  ev.side, 0, 0, reason, filled, leaves))
+                                  ev.side, 0, 0, reason, filled, leaves, s.vseq))
 
     def _send(self, s: _Strategy, report: OrderReport) -> None:
         if s.quarantined:
@@ -756,43 +911,62 @@ class Executor(Agent):
             s.outbox.add(report)
 
     # --- the venue's answers ----------------------------------------------------------------
-    def _venue_events(self, evs) -> int:
+    def _venue_events(self, evs, seqs=None) -> int:
+        """Apply the venue's answers `evs`, each with its venue log sequence (taken from the
+        venue in order, or `seqs`: answers read back from the log at start-up, some of which
+        may already be in effect: an acknowledgement or an end is one word, written before
+        the sequence that says it was applied)."""
         book = self.book
         state = self.state
+        take = self.venue.take_seq if seqs is None else iter(seqs).__next__
         for owner, cid, kind, qty, price, reason in evs:
+            seq = take()
             o = book.get(cid)
             if o is None or not book.apply(kind, cid, qty, price, reason):
-                self.c_illegal_transitions.add()
+                if seqs is not None:
+                    self.c_answers_in_effect.add()
+                    state.set_venue_seq(seq)
+                else:
+                    self.c_illegal_transitions.add()
                 continue
+            if seqs is not None:
+                self.c_answers_replayed.add()
             s = self.strategies[owner]
             if kind == _FILL:
                 self.c_fills.add()
-                self._fill(s, o, qty, price)
+                self._fill(s, o, qty, price, seq)
                 if o.state == _FILLED:
                     self.c_filled.add()
                     self._ended(o)
             elif kind == _ACK:
                 self.c_acks.add()
                 state.set_state(o)
+                state.set_venue_seq(seq)
             elif kind == _CANCELED:
                 self.c_canceled.add()
                 self._ended(o)
+                state.set_venue_seq(seq)
             elif kind == _EXPIRED:
                 self.c_expired.add()
                 self._ended(o)
+                state.set_venue_seq(seq)
             elif kind == _REJECT:
                 self.c_rejects.add()
                 self.c_reject_by[reason].add()
                 self._ended(o)
+                state.set_venue_seq(seq)
             elif kind == _REPLACED:
                 self.c_replaced.add()
-                state.update(o)
+                state.update(o, venue_seq=seq)
             else:
                 self.c_cancel_rejects.add()
                 if reason:
                     self.c_reject_by[reason].add()
+                state.set_venue_seq(seq)
+            if seq:
+                s.vseq = seq
             self._send(s, OrderReport(0, o.t_created_ns, cid, kind, o.instrument, o.side, qty,
-                                      price, reason, o.filled, o.leaves))
+                                      price, reason, o.filled, o.leaves, s.vseq))
         self.c_working_orders.set(book.n_working)
         return len(evs)
 
@@ -801,14 +975,14 @@ class Executor(Agent):
         self.live[o.instrument] -= 1
         self.live_np[o.instrument] -= 1
 
-    def _fill(self, s: _Strategy, o: Order, qty: int, price: int) -> None:
+    def _fill(self, s: _Strategy, o: Order, qty: int, price: int, venue_seq: int = 0) -> None:
         """A fill moves the position at once (risk reads it); its money reaches the stats
         block and the daily loss limit at the next mark (`_mark`, within a millisecond):
         that bookkeeping stays off the path of the orders behind it."""
         i = o.instrument
         p = s.pos[i]
         p.apply_fill(o.side, qty, price)
-        self.state.update(o, s.slots[i], p)  # the order and its position, in one step
+        self.state.update(o, s.slots[i], p, venue_seq)  # order, position, answer: one step
         s.gauges[i][0].set(p.qty)
         if p.qty:
             s.held.add(i)

@@ -132,6 +132,12 @@ class _Book:
 class SimVenue:
     __slots__ = ("latency_ns", "ioc_window_ns", "_timeline", "_seq", "_books", "_owners")
 
+    last_seq = 0  # a venue with a log (hftd.venues.sim) numbers what it logs; this one does not
+
+    def take_seq(self) -> int:
+        """The log sequence of the next answer returned (0: this venue keeps no log)."""
+        return 0
+
     def __init__(self, latency_ns: int = 0, ioc_window_ns: int = 0):
         if latency_ns < 0 or ioc_window_ns < 0:
             raise ValueError("latency_ns and ioc_window_ns must be >= 0")
@@ -194,8 +200,9 @@ class SimVenue:
         working again at once (a limit order at the back of its price: a restart does not
         keep time priority; an IOC/FOK waits for its first trade again, its window restarted);
         one not yet acknowledged arrives after the latency, like a new one."""
-        if not acked:
-            self.submit(owner, client_id, instrument, side, qty, ord_type, tif, price, now_ns)
+        if not acked:  # (not `submit`: a venue that logs what it receives logs this apart)
+            o = self._register(owner, client_id, instrument, side, qty, ord_type, tif, price)
+            self._at(now_ns + self.latency_ns, _ARRIVE, o, 0, 0, 0)
             return
         if not 0 <= filled < qty:
             raise ValueError(f"order {client_id}: filled {filled} of {qty} is not working")

@@ -16,7 +16,9 @@ counter per strategy index keeps them unique even if strategies are renamed or r
 Layout (int64 words in native order; a float field is a float64 in its word):
 
     header   HEADER_WORDS: magic, version, the three table sizes, the trading day of the
-             daily-loss bases, and the journal (below)
+             daily-loss bases, the venue log sequence of the last venue answer applied
+             (hftd.venues.sim: a restarted executor applies the answers after it), and
+             the journal (below)
     ids      ID_SLOTS: last id issued, per strategy index (written by that strategy)
     seen     ID_SLOTS: last id the executor accepted, per strategy index
     pos      POS_SLOTS x POS_WORDS: one position per (strategy, instrument), keyed by a hash
@@ -30,7 +32,11 @@ first). A change of several words (a fill: the order and its position; a replace
 through a one-entry redo journal: the after-images are written to the journal, the journal
 is marked live, the records are written, the mark is cleared. A process that finds the mark
 set at start-up (`open`) copies the after-images again (idempotent), so the two records are
-always both before or both after a fill, never in between.
+always both before or both after a fill, never in between. The journal entry also carries
+the venue answer's log sequence, so a fill or replace and "applied up to here" move together;
+a one-word change (an acknowledgement, an order's end) is written before the sequence, so a
+restart may find it applied and the sequence not yet moved: the executor then sees the answer
+already in effect and skips it.
 
 Plain Python over a memoryview: no rings, no processes (the executor and strategy stages
 host it).
@@ -59,10 +65,11 @@ POS_SLOTS = 1024
 ORDER_SLOTS = 4096
 
 # header words
-H_MAGIC, H_VERSION, H_ID_SLOTS, H_POS_SLOTS, H_ORDER_SLOTS, H_DAY = range(6)
+H_MAGIC, H_VERSION, H_ID_SLOTS, H_POS_SLOTS, H_ORDER_SLOTS, H_DAY, H_VENUE_SEQ = range(7)
 H_JOURNAL = 8  # 0, or a live journal entry's sequence number
 H_J_ORDER = 9  # the order slot it writes (-1: none)
 H_J_POS = 10  # the position slot it writes (-1: none)
+H_J_VENUE_SEQ = 11  # the venue answer's log sequence it applies (0: none)
 H_J_IMAGES = 16  # the order's after-image (ORDER_WORDS), then the position's (POS_WORDS)
 
 # order record words
@@ -267,6 +274,17 @@ class TradingState:
     def day(self, day: int) -> None:
         self.q[H_DAY] = day
 
+    # --- the venue log -----------------------------------------------------------------
+    @property
+    def venue_seq(self) -> int:
+        """The venue log sequence of the last venue answer applied (0: none)."""
+        return self.q[H_VENUE_SEQ]
+
+    def set_venue_seq(self, seq: int) -> None:
+        """An answer whose effect is one word (or none) is applied: after that word."""
+        if seq > self.q[H_VENUE_SEQ]:
+            self.q[H_VENUE_SEQ] = seq
+
     # --- positions ----------------------------------------------------------------------
     def position_slot(self, strategy: str, symbol: str) -> int:
         """The record of (strategy, symbol), made on first use."""
@@ -360,10 +378,11 @@ class TradingState:
             self.q[ORDERS + s * ORDER_WORDS + O_ID] = 0
             self._free.append(s)
 
-    def update(self, o: Order | None, pos_slot: int = -1, p=None) -> None:
+    def update(self, o: Order | None, pos_slot: int = -1, p=None, venue_seq: int = 0) -> None:
         """Write order `o`'s changed fields (qty, price, state, filled) and position `p`
-        (record `pos_slot`) together, through the journal. An ended order's slot is freed
-        in the same step. Either may be None / -1."""
+        (record `pos_slot`) together, through the journal, with the log sequence of the venue
+        answer they apply (0: none). An ended order's slot is freed in the same step. Either
+        may be None / -1."""
         q, d = self.q, self.d
         oslot = self._slot.get(o.client_id, -1) if o is not None else -1
         ended = o is not None and o.state >= _FILLED
@@ -389,6 +408,7 @@ class TradingState:
             q[pj + P_VOLUME] = p.volume
         q[H_J_ORDER] = oslot
         q[H_J_POS] = pos_slot
+        q[H_J_VENUE_SEQ] = venue_seq
         self._journal_seq += 1
         q[H_JOURNAL] = self._journal_seq  # live: from here a restart redoes it
         self._replay()
@@ -407,6 +427,8 @@ class TradingState:
         if 0 <= pslot < POS_SLOTS:
             b = POS + pslot * POS_WORDS
             q[b:b + POS_WORDS] = q[j + ORDER_WORDS:j + ORDER_WORDS + POS_WORDS]
+        if q[H_J_VENUE_SEQ] > q[H_VENUE_SEQ]:
+            q[H_VENUE_SEQ] = q[H_J_VENUE_SEQ]
         q[H_JOURNAL] = 0
 
     def orders(self) -> list[SavedOrder]:

@@ -10,10 +10,15 @@ an adapter with the same shape.
 """
 
 
-def make(cfg):
+def make(cfg, log: str | None = None, last_seq: int = 0):
+    """The configured venue; `log`: the simulated venue's log file (hftd.venues.sim), whose
+    last sequence number is `last_seq`, or None for none."""
     if cfg.executor.venue == "sim":
-        from .sim import SimVenue
+        from .sim import LoggedSimVenue, SimVenue
 
         sim = cfg.executor.sim
-        return SimVenue(round(sim.latency_us * 1000), round(sim.ioc_window_us * 1000))
+        latency, window = round(sim.latency_us * 1000), round(sim.ioc_window_us * 1000)
+        if log:
+            return LoggedSimVenue(log, latency, window, last_seq)
+        return SimVenue(latency, window)
     raise ValueError(f"executor.venue: unknown venue {cfg.executor.venue!r}")
