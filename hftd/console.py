@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .report import accounting_lines, order_lines, position_lines
+from .report import accounting_lines, order_lines, position_lines, recovery_lines
 
 
 def _us(v) -> str:
@@ -45,5 +45,6 @@ def render(st: dict) -> str:
                  f"{t['conflated']:,} dropped {t['dropped']:,} seq gaps {t['seq_gaps']:,}")
     lines.extend(order_lines(st))
     lines.extend(position_lines(st))
+    lines.extend(recovery_lines(st))
     lines.extend(accounting_lines(st))
     return "\n".join(lines)

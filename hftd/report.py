@@ -5,6 +5,15 @@ One function builds it from snapshots, so `hftd run`'s summary, `--report FILE` 
 `hftd status` show the same numbers. Orders are counted twice, independently: by each
 strategy (from the reports it applied to its own book) and by the executor; so are
 positions (the executor's `pos.<strategy>.<symbol>` against the strategy's `pos.<symbol>`).
+
+`recovery` says what crash recovery did (restarts, ticks not handled or routed again, order
+requests not taken again, duplicates refused, signals lost, venue answers applied late or
+reported again), and `invariants(report)` what does not hold at the end of a run (the
+supervisor exits non-zero then). The invariants that hold across a kill -9 are checked from
+state that recovery keeps exact (ring cursors, the producer's checkpoint, the dispatcher's
+re-derived counts, the order book, positions); the order counters' identities (sent = acks
++ rejects, ...) are checked only in a run in which no agent restarted: a counter is a store
+apart from the event it counts, so a kill between the two makes it one off.
 """
 
 from __future__ import annotations
@@ -92,6 +101,7 @@ def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
                               for name, v in by_name.items()}}
     return {
         "flow": flow,
+        "recovery": recovery(agents, disp, by_name, ev),
         "wall_time_s": round(wall_time_s, 3),
         "active_time_s": round(active, 6),
         "throughput_ticks_per_s": round(prod["published"] / active, 1) if active > 0 else 0.0,
@@ -107,6 +117,120 @@ def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
         "stages": stages,
         "rings": rings,
     }
+
+
+def recovery(agents: dict, disp: dict, by_strategy: dict, ev: dict) -> dict:
+    """What crash recovery did in this run, from the stages' own counters."""
+    strategies = list(by_strategy.values())
+    return {
+        "restarts": {name: snap["restarts"] for name, (_, snap) in agents.items()},
+        "ticks": {
+            # ticks a strategy was given again and did not handle again (seen by seq)
+            "replays_suppressed": sum(s["replays_suppressed"] for s in strategies),
+            # ticks a killed strategy process had begun: not handled again by the next one
+            "begun_by_a_dead_process": sum(s["restart_skipped"] for s in strategies),
+            # ticks a killed dispatcher had routed: not routed again by the next one
+            "not_routed_again": sum(n for k, n in disp.items()
+                                    if k.startswith("replays_skipped.")),
+            # market data a killed executor had fed its venue: not fed again
+            "not_fed_again": ev["md_restart_skipped"] + ev["md_replays"],
+        },
+        "orders": {
+            "duplicates_refused": ev["risk_reject.DUPLICATE_ORDER_ID"],
+            # orders a strategy decided that died with its process before reaching its ring
+            "signals_lost": sum(s["signals_lost"] for s in strategies),
+            "requests_not_taken_again": ev["requests_skipped"],
+            "requests_taken_again": ev["requests_redone"],
+            "working_orders_restored": ev["restored_orders"],
+            "strategies_reconciled": sum(s["reconciled"] for s in strategies),
+        },
+        "venue": {
+            "answers_applied_after_a_restart": ev["answers_replayed"],
+            "answers_found_in_effect": ev["answers_in_effect"],
+            "reports_sent_again": ev["reports_resent"],
+            "requests_resent_to_the_venue": ev["requests_resent"],
+            "store_updates_completed": ev["journal_replays"],
+        },
+    }
+
+
+def invariants(rep: dict) -> list[str]:
+    """What does not hold at the end of a run (empty: everything holds). See the module
+    docstring for which are checked when."""
+    bad = []
+
+    def check(ok: bool, what: str) -> None:
+        if not ok:
+            bad.append(what)
+
+    f = rep["flow"]["feed"]
+    check(f["received"] == f["published"] + f["conflated"] + f["dropped"] + f["rejected"]
+          + f["conflation_pending"], f"feed: received {f['received']} != published + conflated "
+          f"+ dropped + rejected + pending")
+    gaps = {name: v["seq_gaps"] for name, v in
+            ((n.split(".", 1)[1], s["values"]) for n, s in rep["stages"].items()
+             if s["role"] == "strategy")}
+    for name, r in rep["flow"]["rings"].items():
+        if r.get("quarantined"):
+            continue
+        check(r["in_flight"] == 0, f"{name}: {r['in_flight']} events left in the ring")
+        if "routed" not in r:
+            continue
+        check(r["routed"] == r["delivered"] + r["conflated"] + r["dropped"]
+              + r["conflation_pending"], f"{name}: routed {r['routed']} != delivered "
+              f"{r['delivered']} + conflated + dropped + pending")
+        owner = name.split(".", 1)[1]
+        if owner in gaps and not (r["conflated"] or r["dropped"]):
+            check(gaps[owner] == 0, f"{name}: strategy {owner} saw {gaps[owner]} sequence gaps "
+                  f"on a ring that lost nothing")
+    o = rep["orders"]
+    check(o["working"] == 0, f"orders: {o['working']} still working at the end")
+    check(o["illegal_transitions"] == 0,
+          f"orders: {o['illegal_transitions']} venue answers the executor could not apply")
+    for name, so in o["by_strategy"].items():
+        check(so["illegal_transitions"] == 0 and so["report_mismatches"] == 0,
+              f"strategy {name}: {so['illegal_transitions']} reports it could not apply, "
+              f"{so['report_mismatches']} that disagreed with its book")
+    for row in rep["positions"]["rows"]:
+        view = row.get("strategy_view")
+        if view is not None:
+            check(view["qty"] == row["qty"] and all(
+                abs(view[k] - row[k]) < 0.005 for k in ("realized", "fees", "tax")),
+                f"position {row['strategy']} {row['symbol']}: the executor's {row['qty']} "
+                f"(realized {row['realized']}) != the strategy's {view['qty']} "
+                f"(realized {view['realized']})")
+    if not any(rep["recovery"]["restarts"].values()):
+        rp, ra = o.get("restored_pending", 0), o.get("restored_acked", 0)
+        check(o["sent"] + rp == o["acks"] + o["rejects"],
+              f"orders: sent {o['sent']} + restored {rp} != acks {o['acks']} + rejects "
+              f"{o['rejects']}")
+        check(o["acks"] + ra == o["filled"] + o["canceled"] + o["expired"] + o["working"],
+              f"orders: acks {o['acks']} + restored {ra} != filled + canceled + expired + "
+              f"working")
+    return bad
+
+
+def recovery_lines(rep: dict) -> list[str]:
+    r = rep.get("recovery")
+    if not r:
+        return []
+    restarted = {k: n for k, n in r["restarts"].items() if n}
+    if not restarted and not r["orders"]["duplicates_refused"]:
+        return ["recovery: no agent restarted"]
+    t, o, v = r["ticks"], r["orders"], r["venue"]
+    return [
+        "recovery: restarts " + (" ".join(f"{k} {n}" for k, n in restarted.items()) or "none"),
+        f"  ticks: replays suppressed {t['replays_suppressed']}, begun by a dead process "
+        f"{t['begun_by_a_dead_process']}, not routed again {t['not_routed_again']}, not fed "
+        f"again {t['not_fed_again']}",
+        f"  orders: duplicates refused {o['duplicates_refused']}, signals lost "
+        f"{o['signals_lost']}, requests not taken again {o['requests_not_taken_again']}, taken "
+        f"again {o['requests_taken_again']}, working orders restored "
+        f"{o['working_orders_restored']}, strategies reconciled {o['strategies_reconciled']}",
+        f"  venue: answers applied after a restart {v['answers_applied_after_a_restart']}, "
+        f"found in effect {v['answers_found_in_effect']}, reports sent again "
+        f"{v['reports_sent_again']}, requests resent {v['requests_resent_to_the_venue']}",
+    ]
 
 
 def positions(ev: dict, by_strategy: dict, cfg=None) -> dict:
@@ -192,6 +316,7 @@ def summary_text(rep: dict) -> str:
         f"dropped {t['dropped']} seq gaps {t['seq_gaps']}",
         *order_lines(rep),
         *position_lines(rep),
+        *recovery_lines(rep),
         f"throughput: {rep['throughput_ticks_per_s']:,.0f} ticks/s over {rep['active_time_s']:.3f} s "
         f"(wall {rep['wall_time_s']:.1f} s)",
         f"tick-to-trade: {_fmt(rep['tick_to_trade_us'])}",
@@ -205,6 +330,9 @@ def summary_text(rep: dict) -> str:
                          f"{r['consumed']:>10} in flight {r['in_flight']} backpressure episodes "
                          f"{r['backpressure_episodes']}")
     lines.extend(accounting_lines(rep))
+    if "invariants" in rep:
+        lines.append("invariants: " + ("all hold" if not rep["invariants"] else
+                                        "FAILED: " + "; ".join(rep["invariants"])))
     return "\n".join(lines)
 
 

@@ -228,6 +228,10 @@ class Supervisor:
             self.log("events lost by agents that left on a signal (held, no room downstream): "
                      + ", ".join(f"{k} {v}" for k, v in self.lost.items()))
             rc = rc or 1
+        if self.report is not None and self.report["invariants"]:
+            for why in self.report["invariants"]:
+                self.log(f"invariant failed: {why}")
+            rc = rc or 1
         quarantined = [a.name for a in self.agents if a.quarantined]
         if quarantined:
             self.log(f"quarantined during the run: {' '.join(quarantined)}")
@@ -785,4 +789,5 @@ class Supervisor:
         self.lost = {a.name: int(a.block.q_header[stats.H_LOST]) for a in self.agents
                      if a.block.q_header[stats.H_LOST]}
         rep["lost_on_exit"] = dict(self.lost)
+        rep["invariants"] = report_mod.invariants(rep)
         return rep
