@@ -160,3 +160,21 @@ def test_a_cancel_on_its_way_to_the_venue_is_carried_out_after_a_restart(plant):
     assert answers == Counter({(oid, K.ACK): 1, (oid, K.CANCELED): 1})
     assert d.stat("requests_resent") == 1 and d.stat("requests_skipped") == 0
     assert d.ex.state.orders() == [] and not d.ex.book.working()
+
+
+def test_the_order_rate_buckets_go_on_across_a_restart(plant):
+    """A restarted executor's order-rate buckets continue from the dead one's, one token
+    lower (it may have spent one it had not kept): a kill cannot be used to exceed the order
+    rate (burst 5, then 1 a second here), and a restart does not empty a bucket either."""
+    d = Desk(plant, order_rate=1.0, order_burst=5, max_position=20, max_working_orders=20)
+    d.trade(20_000)
+    for _ in range(3):
+        d.new(qty=1, price=19_990)
+    d.work()
+    restart(d)  # 2 tokens left, 1 once the possible unkept spend is taken off
+    a, b = d.new(qty=1, price=19_990), d.new(qty=1, price=19_990)
+    d.work()
+    got, _ = delivered(d)
+    assert got[(a, K.ACK)] == 1 and got[(b, K.REJECT)] == 1
+    assert d.stat("risk_reject.ORDER_RATE") == 1
+    assert sum(n for (_, kind), n in got.items() if kind == K.ACK) == 4

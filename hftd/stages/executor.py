@@ -190,6 +190,8 @@ class _Strategy:
         self.g_taking = st.value(f"taking.{scfg.name}")
         self.g_taking_vseq = st.value(f"taking_vseq.{scfg.name}")
         self.vseq = 0  # venue log sequence of the last venue answer reported to it
+        # its order-rate bucket after its last spend (the risk engine's: see _spent)
+        self.g_rate = (st.value(f"rate_level.{scfg.name}"), st.value(f"rate_t.{scfg.name}"))
         self.last_id = ex.state.last_seen(index)
         self.g_last_id.set(self.last_id)
         self.day_base = 0.0  # net P&L of its positions when the trading day started
@@ -207,7 +209,8 @@ class Executor(Agent):
         per_strategy = []
         for s in cfg.strategies:
             per_strategy += [(f"last_id.{s.name}", GAUGE), (f"taking.{s.name}", GAUGE),
-                             (f"taking_vseq.{s.name}", GAUGE)]
+                             (f"taking_vseq.{s.name}", GAUGE), (f"rate_level.{s.name}", GAUGE),
+                             (f"rate_t.{s.name}", GAUGE)]
             for i in cfg.routes(s):
                 per_strategy += [(f"{v}.{s.name}.{syms[i]}", GAUGE) for v, _ in POSITION_VALUES]
         return Schema(
@@ -224,6 +227,7 @@ class Executor(Agent):
                     ("working_orders", GAUGE), ("paused", GAUGE), ("reports_waiting", GAUGE),
                     ("alarms", COUNTER), ("control_in", COUNTER), ("quarantined", COUNTER),
                     ("reports_discarded", COUNTER), ("venue_seq_at_start", GAUGE),
+                    ("rate_level", GAUGE), ("rate_t", GAUGE),
                     ("answers_replayed", COUNTER), ("answers_in_effect", COUNTER),
                     ("reports_resent", COUNTER), ("requests_skipped", COUNTER),
                     ("requests_redone", COUNTER), ("requests_resent", COUNTER),
@@ -271,6 +275,11 @@ class Executor(Agent):
         self.utc_offset_s = cfg.executor.utc_offset_s()
         self.risk = RiskEngine(cfg.executor.risk.limits(), len(cfg.strategies))
         self.strategies = [_Strategy(self, i, s, cfg) for i, s in enumerate(cfg.strategies)]
+        self.g_rate = (self.c_rate_level, self.c_rate_t)  # the instance's bucket
+        if self.restarted:  # the order-rate buckets go on from where they were
+            self.risk.restore_buckets([(s.g_rate[0].value, s.g_rate[1].value)
+                                       for s in self.strategies],
+                                      (self.c_rate_level.value, self.c_rate_t.value))
         self.last = [0] * n  # last trade price per instrument, in ticks (0: none yet)
         self.live = [0] * n  # orders at the venue (sent, not ended) per instrument ...
         self.live_np = np.zeros(n, np.int64)  # ... the same, for a batch's numpy selection
@@ -843,6 +852,7 @@ class Executor(Agent):
         self.venue.submit(s.index, oid, inst, ev.side, ev.qty, ev.ord_type, ev.tif, ev.price, now)
         if ev.tick_seq >= 0:
             self.t2t.record(time.monotonic_ns() - ev.t_ingest)  # first: nothing before the venue
+        self._spent(s)
         # into the book after the hand-over (the venue answers nothing before the next poll)
         self.book.add(o)
         self.latency.record(now - ev.t_ingest)
@@ -894,6 +904,17 @@ class Executor(Agent):
             self._cancel_rejected(s, ev, reason)
         else:
             self.venue.replace(s.index, ev.order_id, qty, price, now)
+            self._spent(s)
+
+    def _spent(self, s: _Strategy) -> None:
+        """An order or replace took a rate token: the buckets' state goes where a restarted
+        executor finds it (it takes one token more off, for a spend not kept: see
+        RiskEngine.restore_buckets)."""
+        level, t, i_level, i_t = self.risk.bucket_state(s.index)
+        s.g_rate[0].set(level)
+        s.g_rate[1].set(t)
+        self.g_rate[0].set(i_level)
+        self.g_rate[1].set(i_t)
 
     def _cancel_rejected(self, s: _Strategy, ev, reason: int) -> None:
         """A cancel or replace refused here, before the venue."""

@@ -211,6 +211,22 @@ class RiskEngine:
         self.instance_bucket.configure(limits.instance_order_rate, limits.instance_order_burst)
         self._apply(limits)
 
+    def bucket_state(self, strategy: int) -> tuple[int, int, int, int]:
+        """(level, time) of strategy `strategy`'s order-rate bucket and of the instance's, for
+        the executor to keep where its next process finds them."""
+        b, i = self.buckets[strategy], self.instance_bucket
+        return b.level, b.t, i.level, i.t
+
+    def restore_buckets(self, saved: list, instance: tuple[int, int]) -> None:
+        """Take back each strategy's (level, time), and the instance's, that a previous
+        process kept after its last spend, minus one token each: it may have spent one more
+        and died before keeping it, so a restart never hands out a token twice (the rate is
+        never exceeded across a restart). A bucket never kept (time 0) stays full."""
+        for b, (level, t) in zip((*self.buckets, self.instance_bucket), (*saved, instance)):
+            if t and not b.unlimited:
+                b.level = max(0, min(b.cap, level - b.cost))
+                b.t = t
+
     def pause(self) -> None:
         self.kill_switch = True
 
