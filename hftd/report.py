@@ -87,8 +87,9 @@ def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
               **{k: ev[k] for k in ORDER_COUNTS},
               "cancels": ev["cancels_in"], "replaces": ev["replaces_in"],
               "working": ev["working_orders"],
-              # working orders taken back from the state store at the executor's start (a
-              # crashed earlier run or process): not sent in this run, but answered in it
+              # working orders an earlier run left, taken back from the state store at the
+              # daemon's start: not sent in this run, but answered in it (an executor
+              # restarted within the run takes its orders back too: recovery counts those)
               "restored_pending": ev["restored_pending"], "restored_acked": ev["restored_acked"],
               "rejects_by_reason": {k.split(".", 1)[1]: n for k, n in ev.items()
                                     if k.startswith("risk_reject.") and n},

@@ -513,3 +513,52 @@ def test_a_new_trading_day_found_at_start_waits_for_prices_to_set_its_bases(plan
     d.mark()
     assert d.ex.state.day == 201 and d.stat("day_pnl") == 0
     assert d.stat("pos.sample.TXF") == 1
+
+
+def test_a_replace_that_raises_the_quantity_is_at_risk_while_on_its_way(plant):
+    """Found by the chaos run: with a replace from 1 to 3 lots on its way to the venue (not
+    yet carried out), a new order was checked against the old 1 lot; once both filled the
+    position was past max_position. The increase is now working quantity from the moment
+    the replace is sent, and released when the venue answers."""
+    d = Desk(plant, latency_us=2_000, max_position=3)
+    d.trade(20_000)
+    a = d.new(qty=1, price=19_990)
+    d.work()
+    time.sleep(0.003)
+    d.work()  # acknowledged, resting
+    d.send(REPLACE, a, qty=3, price=19_990)
+    d.work()  # on its way
+    b = d.new(qty=1, price=19_980)  # 3 (the replace) + 1 > 3
+    d.work()
+    assert (b, K.REJECT, R.MAX_POSITION) in _kinds(d.got())
+    time.sleep(0.003)
+    d.work()  # REPLACED: the order is 3 lots now, the reservation released
+    assert d.ex.book.working_qty(0, TXF, 1) == 3
+    d.send(CANCEL, a)
+    d.work()
+    time.sleep(0.003)
+    d.work()
+    assert d.ex.book.working_qty(0, TXF, 1) == 0
+    c = d.new(qty=3, price=19_980)  # the whole limit is free again
+    d.work()
+    assert (c, K.REJECT, R.MAX_POSITION) not in _kinds(d.got())
+
+
+def test_an_order_that_ends_before_its_replace_arrives_releases_what_it_reserved(plant):
+    d = Desk(plant, latency_us=2_000, max_position=3)
+    d.trade(20_000)
+    a = d.new(qty=1, price=19_990)
+    d.work()
+    time.sleep(0.003)
+    d.work()
+    d.send(REPLACE, a, qty=3, price=19_990)
+    d.work()
+    assert d.ex.book.working_qty(0, TXF, 1) == 3  # reserved while on its way
+    d.trade(19_990, qty=5)  # fills the 1 lot before the replace arrives
+    d.work()
+    assert d.ex.book.working_qty(0, TXF, 1) == 0  # ended: nothing at risk any more
+    time.sleep(0.003)
+    d.work()  # the replace arrives too late
+    got = _kinds(d.got())
+    assert (a, K.CANCEL_REJECTED, R.UNKNOWN_ORDER) in got
+    assert d.ex.book.working_qty(0, TXF, 1) == 0 and d.stat("illegal_transitions") == 0

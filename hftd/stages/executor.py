@@ -360,13 +360,16 @@ class Executor(Agent):
             self.venue.restore(o.strategy, o.client_id, o.instrument, o.side, o.qty, o.filled,
                                o.ord_type, o.tif, o.price, o.state != 0, now)
             self.c_restored_orders.add()
-            (self.c_restored_acked if o.state else self.c_restored_pending).add()
+            if not self.restarted:  # an earlier run's: not among this run's sent and acks
+                (self.c_restored_acked if o.state else self.c_restored_pending).add()
             lo = vlog.orders.get(o.client_id)
             for what, qty, price in (lo.requests if lo is not None else ()):
                 if what == "C":
                     self.venue.cancel(o.strategy, o.client_id, now, log=relog)
+                    self.book.requested(o)
                 else:
                     self.venue.replace(o.strategy, o.client_id, qty, price, now, log=relog)
+                    self.book.requested(o, qty)
                 self.c_requests_resent.add()
         self.c_working_orders.set(self.book.n_working)
         for s in self.strategies:
@@ -870,10 +873,12 @@ class Executor(Agent):
         self.c_cancels_in.add()
         now = time.monotonic_ns()
         self.latency.record(now - ev.t_ingest)
-        if self._working(s, ev) is None:
+        o = self._working(s, ev)
+        if o is None:
             self._cancel_rejected(s, ev, RejectReason.UNKNOWN_ORDER)
         else:
             self.venue.cancel(s.index, ev.order_id, now)
+            self.book.requested(o)
 
     def _replace(self, s: _Strategy, ev) -> None:
         """A replace is checked as the order it would become: its new quantity against
@@ -904,6 +909,7 @@ class Executor(Agent):
             self._cancel_rejected(s, ev, reason)
         else:
             self.venue.replace(s.index, ev.order_id, qty, price, now)
+            self.book.requested(o, qty)  # an increase is at risk from now on
             self._spent(s)
 
     def _spent(self, s: _Strategy) -> None:
@@ -1101,18 +1107,24 @@ class Executor(Agent):
         s = self.strategies[owner]
         s.quarantined = True
         s.orders_ended = s.reports_ended = True
-        self.venue.cancel_all(owner, time.monotonic_ns())
+        self._cancel_all(owner)
         s.canceling = True
         self.c_reports_discarded.add(len(s.outbox))
         s.outbox.waiting.clear()
         self.c_quarantined.add()
+
+    def _cancel_all(self, owner: int) -> None:
+        self.venue.cancel_all(owner, time.monotonic_ns())
+        for o in self.book.working():
+            if o.strategy == owner:
+                self.book.requested(o)  # (an order with a cancel on its way gets none more)
 
     def _end(self, s: _Strategy) -> int:
         """After the strategy's SHUTDOWN: cancel its working orders (they end with the venue's
         latency), wait until every one has ended, then end its reports stream."""
         if not s.canceling:
             s.canceling = True
-            self.venue.cancel_all(s.index, time.monotonic_ns())
+            self._cancel_all(s.index)
         if self.book.working_orders(s.index):
             return 0
         if s.outbox:

@@ -27,6 +27,13 @@ The working indexes the risk engine reads per order (working quantity by strateg
 instrument and side; working orders by strategy) are maintained by each transition in O(1):
 an order holds references to its own counter cells, so after finding the order by its id
 an event looks nothing else up.
+
+A replace that raises an order's quantity is at risk from the moment it is sent, not from
+when the venue carries it out: `requested` adds the increase to the working quantity at
+once (found by a chaos run: a new order checked while such a replace was on its way took the
+position past its limit once both filled). A venue answers an order's cancels and replaces
+in the order they were sent, so the answer to the oldest request (REPLACED or
+CANCEL_REJECTED) releases its reservation; an order's end releases them all.
 """
 
 from __future__ import annotations
@@ -100,7 +107,7 @@ class Order:
 
     __slots__ = ("client_id", "strategy", "instrument", "side", "qty", "price", "ord_type",
                  "tif", "state", "filled", "fill_value", "reason",
-                 "t_created_ns", "_qty_cell", "_count_cell")
+                 "t_created_ns", "_qty_cell", "_count_cell", "pending")
 
     def __init__(self, client_id: int, strategy: int, instrument: int, side: int, qty: int,
                  price: int = 0, ord_type: OrdType | None = None,
@@ -122,6 +129,7 @@ class Order:
         self.t_created_ns = time.monotonic_ns() if t_created_ns is None else t_created_ns
         self._qty_cell = None
         self._count_cell = None
+        self.pending = None  # the quantity each request on its way reserves (see requested)
 
     @property
     def avg_fill_price(self) -> float:
@@ -200,8 +208,25 @@ class OrderBook:
             return None
         return o
 
+    def requested(self, o: Order, new_qty: int = 0) -> None:
+        """A cancel (`new_qty` 0) or a replace to `new_qty` of working order `o` was sent to
+        the venue: a replace above the order's quantity reserves the increase until answered."""
+        extra = new_qty - o.qty if new_qty > o.qty else 0
+        if o.pending is None:
+            o.pending = collections.deque()
+        o.pending.append(extra)
+        o._qty_cell.n += extra
+
+    def _answered(self, o: Order) -> None:
+        """The venue answered `o`'s oldest request: its reservation is released."""
+        if o.pending:
+            o._qty_cell.n -= o.pending.popleft()
+
     def _end(self, o: Order, state: OrdState) -> None:
         """Leave the working indexes at once: the order's leaves are no longer at risk."""
+        if o.pending:
+            o._qty_cell.n -= sum(o.pending)
+            o.pending = None
         o._qty_cell.n -= o.qty - o.filled
         o._count_cell.n -= 1
         self.n_working -= 1
@@ -307,6 +332,7 @@ class OrderBook:
             return self._bad("replace:below_filled")
         if not price_ok(o.ord_type, new_price):
             return self._bad("replace:bad_price")
+        self._answered(o)
         o._qty_cell.n += new_qty - o.qty  # leaves go from qty - filled to new_qty - filled
         o.qty = new_qty
         o.price = new_price
@@ -316,8 +342,11 @@ class OrderBook:
 
     def on_cancel_reject(self, client_id: int) -> bool:
         """A cancel or replace came too late (or was refused): the order is unchanged."""
-        if client_id not in self.orders:
+        o = self.orders.get(client_id)
+        if o is None:
             return self._bad("cancel_reject:unknown_order")
+        if o.state < _FILLED:
+            self._answered(o)
         return True
 
     def apply(self, kind: int, client_id: int, qty: int = 0, price: int = 0,
