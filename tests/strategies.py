@@ -140,3 +140,50 @@ class Journal(Strategy):
 
     def on_timer(self):
         self.timers += 1
+
+
+class Counter(Strategy):
+    """A running indicator kept across restarts through the state hooks: `n` ticks handled,
+    the sum of their prices, the seq of the last one, and `lost`: the ticks a process began
+    but died before saving, which the next process sees as the gap between the saved last
+    seq and its first tick (the stage does not hand a begun tick to the next process).
+    Saved after every tick (params['each_tick'], default true), or marked dirty and saved
+    every params['save_every_s']. params['fail_save']: on_save raises; params['save_in_start']:
+    on_start calls save(); params['refuse']: on_load refuses a state with n < 0."""
+
+    def on_start(self):
+        self.n = self.sum = 0
+        self.last_seq = -1
+        self.lost = 0
+        self.loaded = None  # what on_load was given
+        self.resumed = False
+        self.save_every_s = self.params.get("save_every_s", 0.0)
+        self.each_tick = self.params.get("each_tick", True)
+        if self.params.get("save_in_start"):
+            self.saved_in_start = self.save()
+
+    def on_load(self, state):
+        if self.params.get("refuse", True) and state["n"] < 0:
+            raise ValueError(f"n is {state['n']}, a count cannot be negative")
+        self.loaded = state
+        self.n, self.sum, self.last_seq, self.lost = (state["n"], state["sum"], state["last_seq"],
+                                                      state["lost"])
+        self.resumed = True
+
+    def on_tick(self, tick):
+        if self.resumed:
+            self.resumed = False
+            if tick.seq > self.last_seq:  # (a new run of the feed starts its seqs over)
+                self.lost += tick.seq - self.last_seq - 1
+        self.n += 1
+        self.sum += tick.price
+        self.last_seq = tick.seq
+        if self.each_tick:
+            self.save()
+        else:
+            self.mark_dirty()
+
+    def on_save(self):
+        if self.params.get("fail_save"):
+            raise RuntimeError("on_save failed on purpose")
+        return {"n": self.n, "sum": self.sum, "last_seq": self.last_seq, "lost": self.lost}

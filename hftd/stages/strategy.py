@@ -16,6 +16,17 @@ process, and the next run of the daemon, continue it, so an id is never issued t
 Timers: a strategy class with `timer_s > 0` gets `on_timer()` that often, checked once per
 pass (a parked stage wakes for it), so it may come up to `idle.park_us` late.
 
+The strategy's own state (its indicators, phases: whatever `on_save` returns) is kept in
+`<state dir>/<name>.strategy.json`, an envelope {version, strategy, class, saved_at, state}
+replaced atomically (hftd.atomic_file, mode 0600) whenever the strategy calls `save()`, at
+most every `save_every_s` once it called `mark_dirty()`, at stop (fsynced) and when the
+process leaves on a signal. At start the file is read and checked before `on_start` (so a
+save from there cannot replace it unread) and handed to `on_load` after it. A file that
+cannot be used (unreadable, not JSON, another version, another class's, refused by
+`on_load`) stops the strategy at start with one line naming it, exit 2: it is never replaced
+by a fresh state. A save that fails is counted (`save_errors`) and said on stderr; the
+strategy keeps trading. Saves and loads are counted (`saves`, `loads`).
+
 End of stream: the tick stream's SHUTDOWN calls `on_stop`, sends the remaining requests and
 a SHUTDOWN on the orders ring; the executor cancels what this strategy left working and ends
 the reports stream once every order has ended; the stage stops there, so its book ends with
@@ -24,19 +35,24 @@ every order in a terminal state.
 
 from __future__ import annotations
 
+import datetime
 import importlib
+import os
+import re
 import sys
 import time
+from typing import Any
 
 import msgspec
 
 from .. import stats
 from ..agent import Agent
+from ..atomic_file import write_atomic
 from ..events import (Codec, Control, ControlKind, OrderRequest, ReportKind, ReportStream, Tick,
                       TickStream)
-from ..identity import read_private
+from ..identity import IdentityError, read_private
 from ..stats import COUNTER, GAUGE, Schema
-from ..strategies.base import Strategy, StrategyApi
+from ..strategies.base import StateError, Strategy, StrategyApi
 from ..trading import OrdState
 from ..trading.orders import IdSource, Order
 from ..trading.store import TradingState, key
@@ -51,6 +67,59 @@ KEEP_ENDED = 4096  # ended orders the strategy's book keeps ...
 FORGET_ABOVE = 8192  # ... once more than this have ended
 # per routed instrument: the strategy's own view of its position (see executor.POSITION_VALUES)
 POSITION_VALUES = ("pos", "realized", "fees", "tax")
+STATE_VERSION = 1  # of the strategy state file's envelope
+EXIT_BAD_STATE = 2  # a strategy whose saved state cannot be used exits with this at start
+SAVE_ERROR_LINE_NS = 1_000_000_000  # at most one line a second about failing saves
+
+
+def state_file_path(state_dir: str, name: str) -> str:
+    """Where the strategy stage keeps strategy `name`'s state (`Strategy.on_save`)."""
+    return os.path.join(state_dir, f"{name}.strategy.json")
+
+
+class _Version(msgspec.Struct):
+    version: int
+
+
+class StateFile(msgspec.Struct, forbid_unknown_fields=True):
+    """The strategy state file: what `on_save` returned, in an envelope saying whose it is."""
+
+    version: int
+    strategy: str  # the [[strategies]] name it was saved under (for people)
+    class_: str = msgspec.field(name="class")  # module:qualname of the class that saved it
+    saved_at: str  # UTC, ISO 8601 (for people)
+    state: Any
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def read_state_file(path: str, cls: type) -> StateFile | None:
+    """The state file at `path` if it is one of class `cls`; None if there is none;
+    StateError naming the file and what is wrong otherwise."""
+    def bad(why: str) -> StateError:
+        return StateError(f"strategy state file {path} {why}; fix it or move it away (the "
+                          f"strategy's state is not reset in its place)")
+    try:
+        data = read_private(path)
+    except FileNotFoundError:
+        return None
+    except IdentityError as e:
+        raise StateError(f"strategy state file: {e}") from None
+    except OSError as e:
+        raise bad(f"cannot be read: {e.strerror or e}") from None
+    try:
+        version = msgspec.json.decode(data, type=_Version).version
+        if version != STATE_VERSION:
+            raise bad(f"is version {version}, this hftd reads version {STATE_VERSION}")
+        f = msgspec.json.decode(data, type=StateFile)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise bad(f"is unusable: {e}") from None
+    if f.class_ != class_path(cls):
+        raise bad(f"holds the state of class {f.class_}, not of this strategy's class "
+                  f"{class_path(cls)}")
+    return f
 
 
 def load_strategy_class(path: str) -> type[Strategy]:
@@ -83,6 +152,7 @@ class StrategyStage(Agent):
                     ("restart_skipped", COUNTER), ("reports_skipped", COUNTER),
                     ("reconciled", COUNTER),
                     ("signals_lost", COUNTER),
+                    ("saves", COUNTER), ("loads", COUNTER), ("save_errors", COUNTER),
                     *cls._position_values(cfg)),
             histograms=("stage",),
         )
@@ -151,7 +221,15 @@ class StrategyStage(Agent):
         self.seen_seq = [-1] * len(syms)  # per instrument, the seq of the last tick handled
         self.api.name = self.name
         self.api.state_dir = cfg.resolved_state_dir()
+        self.state_file = self.api.state_file = state_file_path(self.api.state_dir, self.name)
+        self.api.save_state = self._save_state
         self.strategy = load_strategy_class(scfg.class_)(self.api, scfg.params)
+        self.started = False  # on_start (and on_load) done
+        self.load_pending = False  # a saved state is still to be given to on_load ...
+        self.save_deferred = False  # ... and the strategy asked for a save meanwhile
+        self.save_every_ns = 0
+        self.next_save_ns = 0  # a state marked dirty is saved from then on
+        self.save_error_line_ns = 0
         self.expect_seq = -1
         self.ticks_ended = False
         self.orders_ended = False
@@ -189,6 +267,8 @@ class StrategyStage(Agent):
         self._publish_positions(self.routed)
 
     def on_close(self) -> None:
+        if self.started and not self.stopped:  # left on a signal: what it has, for the next
+            self._save_state(durable=True)
         self.state.flush()  # its id counter, to the disk now
 
     def _command(self, seq: int) -> None:
@@ -211,9 +291,98 @@ class StrategyStage(Agent):
         self.c_command_done.set(seq)
 
     def on_start(self) -> None:
-        self.strategy.on_start()
-        self.timer_ns = int(self.strategy.timer_s * 1e9)
+        try:
+            self._start_strategy()
+        except StateError as e:  # one line, no traceback: the file must be fixed first
+            ctx = self.ctx
+            print(f"hftd[{ctx.instance}] {ctx.agent}: error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_BAD_STATE) from None
+        self.started = True
+        strategy = self.strategy
+        self.timer_ns = int(strategy.timer_s * 1e9)
         self.next_timer_ns = time.monotonic_ns() + self.timer_ns
+        self.save_every_ns = int(strategy.save_every_s * 1e9)
+        if self.save_deferred:
+            self._save_state()
+
+    def _start_strategy(self) -> None:
+        """on_start, then on_load with the saved state if there is one; the file is read and
+        checked first, so a save from on_start never replaces a file nobody read."""
+        self._remove_stale_temporaries()
+        strategy = self.strategy
+        saved = read_state_file(self.state_file, type(strategy))
+        self.load_pending = saved is not None
+        strategy.on_start()
+        if saved is None:
+            return
+        try:
+            strategy.on_load(saved.state)
+        except Exception as e:
+            raise StateError(f"strategy state file {self.state_file} (saved {saved.saved_at}) "
+                             f"is refused by {type(strategy).__name__}.on_load: "
+                             f"{type(e).__name__}: {e}; fix it or move it away (the "
+                             f"strategy's state is not reset in its place)") from None
+        self.load_pending = False
+        self.c_loads.add()
+
+    def _remove_stale_temporaries(self) -> None:
+        """write_atomic's temporary files of the state file that a killed process left (one
+        process of this strategy runs at a time: any there now is debris)."""
+        d, base = os.path.split(self.state_file)
+        stale = re.compile(re.escape(f".{base}.") + r"\d+\.[0-9a-f]+\.tmp")
+        try:
+            names = os.listdir(d)
+        except OSError:
+            return
+        for n in names:
+            if stale.fullmatch(n):
+                try:
+                    os.unlink(os.path.join(d, n))
+                except OSError:
+                    pass
+
+    def _save_state(self, durable: bool = False) -> bool:
+        """`on_save`'s state to the state file, atomically; False if that failed (counted,
+        said on stderr, never fatal). Only `durable` saves (at stop, on a signal) are fsynced:
+        a killed process (kill -9) leaves what it wrote in the page cache, which only a crash
+        of the OS loses (and the executor's mapped store is not synced per order either),
+        while a strategy saving after each order or tick would wait milliseconds per fsync."""
+        if self.load_pending:  # from on_start: after on_load, or it replaces the saved state
+            self.save_deferred = True
+            return True
+        strategy = self.strategy
+        try:
+            state = strategy.on_save()
+            if state is not None:
+                now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+                data = msgspec.json.encode(StateFile(STATE_VERSION, self.name, class_path(
+                    type(strategy)), now, state))
+                write_atomic(self.state_file, msgspec.json.format(data, indent=1) + b"\n",
+                             durable)
+        except Exception as e:
+            self._save_failed(e)
+            return False
+        self.api.state_dirty = False
+        self.save_deferred = False
+        self.next_save_ns = time.monotonic_ns() + self.save_every_ns
+        if state is not None:
+            self.c_saves.add()
+        return True
+
+    def _save_failed(self, e: Exception) -> None:
+        """Counted and said; the state stays dirty, so a strategy with `save_every_s` tries
+        again that much later (and the stop saves it in any case)."""
+        self.c_save_errors.add()
+        now = time.monotonic_ns()
+        self.api.state_dirty = True
+        self.next_save_ns = now + self.save_every_ns
+        if now - self.save_error_line_ns < SAVE_ERROR_LINE_NS:
+            return  # counted; said at most once a second
+        self.save_error_line_ns = now
+        ctx = self.ctx
+        print(f"hftd[{ctx.instance}] {ctx.agent}: state not saved to {self.state_file}: "
+              f"{type(e).__name__}: {e} ({self.c_save_errors.value} failed saves so far); "
+              f"trading goes on", file=sys.stderr, flush=True)
 
     def on_reload(self, cfg) -> None:
         scfg = next(s for s in cfg.strategies if s.name == self.name)
@@ -231,9 +400,16 @@ class StrategyStage(Agent):
                 return 0.001
             return 0.0 if self.reports.available() > 0 or self.control.available() > 0 else None
         wait = super().sleep_for()
-        if wait == 0.0 or not self.timer_ns or self.stopped:
+        if wait == 0.0:
             return wait
-        return max(0.0, (self.next_timer_ns - time.monotonic_ns()) / 1e9)
+        due = []  # a parked stage wakes for its timer and for a save that is due
+        if self.timer_ns and not self.stopped:
+            due.append(self.next_timer_ns)
+        if self.api.state_dirty and self.save_every_ns:
+            due.append(self.next_save_ns)
+        if not due:
+            return wait  # None: until a doorbell
+        return max(0.0, (min(due) - time.monotonic_ns()) / 1e9)
 
     # called through the api from inside the strategy's callbacks
     def _send(self, req: OrderRequest) -> None:
@@ -283,6 +459,10 @@ class StrategyStage(Agent):
                 self.next_timer_ns = now + self.timer_ns
                 self.strategy.on_timer()
                 work += 1
+        if self.api.state_dirty and self.save_every_ns and \
+                time.monotonic_ns() >= self.next_save_ns:
+            self._save_state()
+            work += 1
         if self.outbox:
             work += self.outbox.flush()
             self.c_orders_waiting.set(len(self.outbox))
@@ -469,6 +649,7 @@ class StrategyStage(Agent):
             self.strategy.on_stop()
             self.stopped = True
             self.api.closed = True
+            self._save_state(durable=True)
         if self.outbox:
             self.outbox.flush()
             self.c_orders_waiting.set(len(self.outbox))

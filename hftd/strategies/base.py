@@ -13,12 +13,14 @@ replace (vn.py's CTA template and NautilusTrader's Strategy, cut to what a trade
         def on_fill(self, fill):                  # fill.order_id, instrument, side, qty, price
             self.sell(fill.instrument, fill.qty, fill.price + 10)   # take profit, resting
 
-Callbacks run in the strategy process, one at a time, in order: `on_start`; then, as they
-come, `on_tick(tick)` for each tick routed to this strategy, `on_fill(fill)` and
-`on_order(order)` for what the executor reports about this strategy's orders, `on_timer()`
-every `timer_s` seconds if the class sets it, `on_reload()` when `hftd reload` changed the
-params; `on_stop()` last. Reports that arrive after `on_stop` (the executor canceling what
-was left working) still update positions and orders, but call nothing.
+Callbacks run in the strategy process, one at a time, in order: `on_start`; `on_load(state)`
+if a saved state exists; then, as they come, `on_tick(tick)` for each tick routed to this
+strategy, `on_fill(fill)` and `on_order(order)` for what the executor reports about this
+strategy's orders, `on_timer()` every `timer_s` seconds if the class sets it, `on_reload()`
+when `hftd reload` changed the params, `on_command(name, args)` for a command from the CLI,
+`on_save()` whenever the state is saved; `on_stop()` last (then `on_save()` once more).
+Reports that arrive after `on_stop` (the executor canceling what was left working) still
+update positions and orders, but call nothing.
 
 - `on_order(order)`: the order's state changed (acknowledged, rejected with `order.reason`,
   partly or fully filled, canceled, expired, replaced), or a cancel/replace of it was
@@ -51,6 +53,34 @@ strategy saw - fees - tax, with the contracts' multipliers: hftd.trading.positio
 Prices are integers in the instrument's tick. A strategy trades only the instruments routed
 to it (`[[strategies]] instruments`); an order for another one, a quantity <= 0 or a negative
 price raises ValueError (a bug in the strategy, not a market event).
+
+State that outlives the process (a kill -9, a restart of the daemon): the strategy's own
+indicators, phases and the like. The stage keeps what `on_save()` returns in one file,
+`<state dir>/<name>.strategy.json`, and gives it back to `on_load(state)` in the next process.
+
+- `on_save() -> object | None`: the state as builtins (dict, list, str, int, float, bool,
+  None) or msgspec Structs; None: nothing to save (an existing file is left as it is).
+  Called when the strategy calls `save()`, when it called `mark_dirty()` and `save_every_s`
+  has passed since the last save, after `on_stop`, and when the process leaves on a signal.
+- `on_load(state)`: what `on_save` last returned, decoded from JSON (Structs come back as
+  dicts): once, after `on_start` and before the first tick, only when a saved state exists.
+  Rebuild from it; raise ValueError naming what is wrong if it cannot be used. A state file
+  that cannot be read, is not JSON, is another class's or that `on_load` refuses stops the
+  strategy at start with one line naming the file (exit 2): fix it or move it away; it is
+  never replaced by a fresh state. (`StateError` from `on_start` does the same, for a file
+  of the strategy's own.)
+- `save() -> bool`: save now, synchronously (`on_save`, then the file replaced atomically),
+  e.g. right after sending an order. A save that fails (a bug in `on_save`, a full disk) is
+  counted (`save_errors`), said on stderr, and trading goes on: it returns False. A `save()`
+  from `on_start`, while a saved state is still to be given to `on_load`, is done right after
+  `on_load` (it would otherwise replace the saved state by a fresh one).
+- `mark_dirty()` with `save_every_s > 0`: "changed, save soon": saved once `save_every_s`
+  has passed since the last save (checked once per pass of the stage, like the timer). With
+  `save_every_s` 0, a state marked dirty is saved at the next `save()` or at stop only.
+
+A save writes to the page cache, no fsync (a killed process loses nothing it wrote; only a
+crash of the OS could); the saves at stop and on a signal are fsynced. What a kill -9 takes
+is what changed since the last save.
 """
 
 from __future__ import annotations
@@ -69,8 +99,16 @@ _MARKET, _LIMIT = OrdType.MARKET, OrdType.LIMIT
 ROD, IOC, FOK = TimeInForce.ROD, TimeInForce.IOC, TimeInForce.FOK
 
 
+class StateError(ValueError):
+    """Saved state that cannot be used: raised from on_start (about a file of the strategy's
+    own) it stops the strategy at start with its message in one line, which should name the
+    file and what is wrong (from on_load, any exception does that)."""
+
+
 class Strategy:
     timer_s: float = 0.0  # > 0: `on_timer` is called about this often (set it in the class or in on_start)
+    # > 0: a state marked changed (`mark_dirty`) is saved at most this often (class or on_start)
+    save_every_s: float = 0.0
 
     def __init__(self, api: "StrategyApi", params: dict):
         self.api = api
@@ -83,6 +121,19 @@ class Strategy:
         from ..identity import check_state_dir
 
         return check_state_dir(self.api.state_dir)
+
+    def state_file(self) -> str:
+        """The file the host keeps this strategy's saved state in ("" if it keeps none)."""
+        return self.api.state_file
+
+    def save(self) -> bool:
+        """Save the state now (`on_save`, the file replaced atomically) before returning;
+        False if that failed (counted and said on stderr; trading goes on)."""
+        return self.api.save_state()
+
+    def mark_dirty(self) -> None:
+        """The state changed: saved once `save_every_s` has passed since the last save."""
+        self.api.state_dirty = True
 
     def on_command(self, name: str, args: dict) -> str:
         """A command from the CLI through the supervisor (e.g. `hftd conditions`): return the
@@ -108,6 +159,14 @@ class Strategy:
 
     def on_stop(self) -> None:
         pass
+
+    def on_save(self) -> object | None:
+        """The state to keep across restarts (builtins or msgspec Structs); None: nothing."""
+        return None
+
+    def on_load(self, state) -> None:
+        """What `on_save` last returned (decoded from JSON), after `on_start`, before the
+        first tick; only when a saved state exists. Raise ValueError if it is unusable."""
 
     def on_reload(self) -> None:
         """`hftd reload` (or SIGHUP) changed this strategy's params: `self.params` holds the
@@ -160,6 +219,10 @@ class Strategy:
         return self.api.portfolio.contracts[instrument]
 
 
+def _no_saving() -> bool:
+    return False  # a host that keeps no state (the benchmark's): nothing is saved
+
+
 class _Nothing:
     def add(self, n: int = 1) -> None:
         pass
@@ -196,6 +259,11 @@ class StrategyApi:
         self.closed = False  # after on_stop: nothing more is sent
         self.name = ""  # set by the host: the strategy's name, and its state directory
         self.state_dir = ""
+        # set by a host that keeps the strategy's state (the strategy stage): its file, and
+        # save_state() -> bool, which saves it now; state_dirty: changed since the last save
+        self.state_file = ""
+        self.save_state = _no_saving
+        self.state_dirty = False
         self.tick = None
         self.mismatches = 0  # reports whose filled/leaves disagree with this book
         self.refused = _Nothing()  # the host may count refusals (a stats Value)

@@ -7,44 +7,73 @@ their protection), and fills and order ends go back to the book.
 
 Conditions come from the config (``params.conditions``, prices and points in the
 instrument's price units, e.g. index points) the first time the strategy starts; from then
-on the set lives in the state file (``<state dir>/<strategy>.conditions.json``, written
-atomically whenever it changed), so a restart of the strategy or of the daemon resumes
-every condition in its phase, and `hftd conditions add|list|remove` changes it while it
-runs (a bad condition is refused with the set unchanged).
+on the set is the strategy's saved state (`on_save`/`on_load`: the book's `to_state()` in
+the strategy stage's file ``<state dir>/<strategy>.strategy.json``), so a restart of the
+strategy or of the daemon resumes every condition in its phase, and `hftd conditions
+add|list|remove` changes it while it runs (a bad condition is refused with the set
+unchanged). Saved at once after an order is sent, a fill, an order's end and a command;
+trailing moves (a falling market under a following BUY) at most every `save_every_s`.
+
+Migration: a ``<strategy>.conditions.json`` of an earlier hftd, with no state file of the
+new kind yet, is loaded once, saved as the new state and renamed ``….conditions.json.
+migrated`` (a position open under it would otherwise be forgotten and never exited).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import time
 
 from ..trading import OrdState, TimeInForce
-from ..trading.conditions import Condition, ConditionBook, ConditionError, Phase
-from .base import Strategy
+from ..trading.conditions import Condition, ConditionBook, ConditionError, ConditionFileError, Phase
+from .base import StateError, Strategy
 
-# trailing moves (a falling market under a following BUY) are saved at most this often;
-# an order sent, a fill or an end of an order is saved at once
-SAVE_EVERY_S = 0.5
 _PRICE_KEYS = ("trigger_price", "turning_point", "take_profit_point", "stop_loss_point")
 
 
 class Conditions(Strategy):
+    # trailing moves (a falling market under a following BUY) are saved at most this often;
+    # an order sent, a fill, an end of an order or a command is saved at once
+    save_every_s = 0.5
+
     def on_start(self) -> None:
-        self.path = os.path.join(self.state_dir(), f"{self.name}.conditions.json")
-        if os.path.exists(self.path):
-            self.book = ConditionBook.load(self.path)
-            self._log(f"resumed {len(self.book.list())} conditions from {self.path} (the "
-                      f"config's conditions seed a new state file only)")
-        else:
-            self.book = ConditionBook()
-            for i, spec in enumerate(self.params.get("conditions", [])):
-                try:
-                    self.book.add(self._condition(spec))
-                except (ValueError, TypeError) as e:
-                    raise ValueError(f"params.conditions[{i}]: {e}") from None
-            self.book.save(self.path)
-        self.saved_at = time.monotonic()
+        # the config's conditions: the set unless a saved state replaces it (on_load); with a
+        # saved state they are not even read (a stale one must not stop the strategy)
+        self.book = ConditionBook()
+        saved = self.state_file()
+        if saved and os.path.exists(saved):
+            return
+        for i, spec in enumerate(self.params.get("conditions", [])):
+            try:
+                self.book.add(self._condition(spec))
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"params.conditions[{i}]: {e}") from None
+        self._migrate()
+
+    def on_load(self, state) -> None:
+        self.book = ConditionBook.from_state(state)
+        self._log(f"resumed {len(self.book.list())} conditions from {self.state_file()} (the "
+                  f"config's conditions seed a new state only)")
+
+    def on_save(self):
+        self.book.dirty = False
+        return self.book.to_state()
+
+    def _migrate(self) -> None:
+        """An earlier hftd's own conditions file, and no state of the new kind: taken once."""
+        old = os.path.join(self.state_dir(), f"{self.name}.conditions.json")
+        new = self.state_file()
+        if not new or os.path.exists(new) or not os.path.exists(old):
+            return
+        try:
+            self.book = ConditionBook.load(old)
+        except ConditionFileError as e:
+            raise StateError(str(e)) from None
+        if not self.save():  # said why; the old file stays, taken again at the next start
+            return
+        os.replace(old, old + ".migrated")
+        self._log(f"migrated {len(self.book.list())} conditions from {old} to {new} (the old "
+                  f"file is now {old}.migrated)")
 
     # --- the rules' inputs -------------------------------------------------------------
     def on_tick(self, tick) -> None:
@@ -58,22 +87,18 @@ class Conditions(Strategy):
             else:  # the kill switch is on: nothing was sent
                 self.book.on_send_failed(it.cond_id, it.purpose)
         if intents:
-            self._save()
-        elif self.book.dirty and time.monotonic() - self.saved_at > SAVE_EVERY_S:
-            self._save()
+            self.save()
+        elif self.book.dirty:
+            self.mark_dirty()  # a trailing move: saved within save_every_s
 
     def on_fill(self, fill) -> None:
         if self.book.on_fill(fill.order_id, fill.qty, fill.price):
-            self._save()
+            self.save()
 
     def on_order(self, order) -> None:
         if order.state in (OrdState.REJECTED, OrdState.CANCELED, OrdState.EXPIRED):
             if self.book.on_order_ended(order.client_id, OrdState(order.state)):
-                self._save()
-
-    def on_stop(self) -> None:
-        if self.book.dirty:
-            self._save()
+                self.save()
 
     # --- hftd conditions add|list|remove ---------------------------------------------
     def on_command(self, name: str, args: dict) -> str:
@@ -92,11 +117,11 @@ class Conditions(Strategy):
             args.pop("json", None)
             cond = self._condition(args)
             self.book.add(cond)  # refuses a duplicate id, the book unchanged
-            self._save()
+            self.save()
             return f"added {self._describe(self.book.get(cond.id))}"
         if op == "remove":
             e = self.book.remove(str(args.get("id", "")), force=bool(args.get("force")))
-            self._save()
+            self.save()
             return f"removed {e.condition.id} ({e.state.phase})"
         raise ValueError(f"conditions: unknown operation {op!r} (add, list, remove)")
 
@@ -132,10 +157,6 @@ class Conditions(Strategy):
         extra = f" exit {s.exit_reason}" if s.phase == Phase.DONE and s.exit_reason else ""
         return (f"{c.id}: {c.action} {c.quantity} {c.instrument} {s.phase}{extra}; {levels}"
                 f"{' following' if c.is_following else ''}")
-
-    def _save(self) -> None:
-        self.book.save(self.path)
-        self.saved_at = time.monotonic()
 
     def _log(self, msg: str) -> None:
         print(f"hftd strategy {self.name}: {msg}", file=sys.stderr, flush=True)

@@ -75,11 +75,12 @@ How hftd differs from the reference (its known flaws):
    since a condition has at most one order in flight and exits are evaluated only on
    trades, repeated exit rejects are retried at most once per trade of the instrument.
 4. The reference reads and writes a file-backed repository on every tick. Here the book
-   lives in memory; `dirty` says something changed, and the host calls `save` after a
-   batch of events when it is set (never per tick). `save` writes the whole book
-   atomically; `load` resumes every condition in its phase, in-flight order ids included.
-   A missing file is an empty book; a corrupt one is an error naming the file, never an
-   empty book in its place.
+   lives in memory; `dirty` says something changed, and the host saves it when it is set
+   (never per tick). `to_state()` is the whole book as a msgspec-encodable value and
+   `from_state` rebuilds it (what the conditions strategy hands the strategy stage's state
+   file); `save`/`load` do the same with a file of its own. Either resumes every condition
+   in its phase, in-flight order ids included. A missing file is an empty book; a corrupt
+   one is an error naming the file, never an empty book in its place.
 
 (The reference's entry and exit are market IOC orders; on TAIFEX a market order needs a
 protection price band in practice: hftd's pre-trade risk owns that, not this module.)
@@ -477,9 +478,29 @@ class ConditionBook:
         self.dirty = True
 
     # --- persistence ---------------------------------------------------------------------
+    def to_state(self) -> _File:
+        """The whole book as a msgspec-encodable value ({"version", "conditions"}); encode it
+        before the book changes again (it shares the book's state)."""
+        return _File(FILE_VERSION, list(self._entries.values()))
+
+    @classmethod
+    def from_state(cls, state) -> ConditionBook:
+        """A book from `to_state()` as JSON decodes it (dicts, lists, ...); ConditionFileError
+        saying what is wrong if it is not one (the host names the file)."""
+        def bad(why: str) -> ConditionFileError:
+            return ConditionFileError(f"not a conditions book: {why}")
+        try:
+            version = msgspec.convert(state, _Header).version
+            if version != FILE_VERSION:
+                raise bad(f"version {version}, this hftd reads version {FILE_VERSION}")
+            f = msgspec.convert(state, _File)
+        except msgspec.ValidationError as e:
+            raise bad(str(e)) from None
+        return cls._from_file(f, bad)
+
     def dumps(self) -> bytes:
         """The whole book as the JSON `save` writes."""
-        data = msgspec.json.encode(_File(FILE_VERSION, list(self._entries.values())))
+        data = msgspec.json.encode(self.to_state())
         return msgspec.json.format(data, indent=1) + b"\n"
 
     def save(self, path: str) -> None:
@@ -507,6 +528,11 @@ class ConditionBook:
             f = msgspec.json.decode(data, type=_File)
         except (msgspec.DecodeError, msgspec.ValidationError) as e:
             raise bad(str(e)) from None
+        return cls._from_file(f, bad)
+
+    @classmethod
+    def _from_file(cls, f: _File, bad) -> ConditionBook:
+        """The book of a decoded file; `bad(why)` makes the error if it is inconsistent."""
         book = cls()
         for e in f.conditions:
             why = _inconsistent(e)
