@@ -166,13 +166,49 @@ class Plant:
         self.sup = Supervisor(cfg)
         self.sup._create()
         self.contexts = []
+        self.reconciles = 0
 
     def context(self, agent: str):
         from hftd.agent import AgentContext
 
-        ctx = AgentContext(self.cfg, agent)
+        ctx = AgentContext(self.cfg, agent, self.cfg.runtime_dir)
         self.contexts.append(ctx)
         return ctx
+
+    def answer_reconcile(self, stage, orders_reader=None, reports_writer=None,
+                         positions: dict | None = None, orders=()) -> None:
+        """Stand in for the executor at a strategy stage's start: take its RECONCILE from
+        the orders ring (with `orders_reader` if the test has one) and answer as the executor
+        does, a snapshot (`positions`: symbol -> Position.values(); `orders`: working orders
+        as the executor lists them) and RECONCILED on the reports ring (`reports_writer`)."""
+        import json
+
+        from hftd.events import Codec, Control, ControlKind, OrderStream
+        from hftd.identity import write_private
+        from hftd.ring import RingReader, RingWriter
+        from hftd.stages.common import offer_control
+        from hftd.stages.executor import snapshot_path
+
+        name = stage.name
+        r = orders_reader or RingReader(self.ring(f"orders.{name}"))
+        for _ in range(1000):
+            stage.do_work()
+            if r.available():
+                break
+        ev = r.read(Codec(OrderStream).decode, 1)[0]
+        assert isinstance(ev, Control) and ev.kind == ControlKind.RECONCILE, ev
+        r.commit(1)
+        self.reconciles += 1
+        write_private(snapshot_path(stage.ctx.runtime_dir, self.cfg.instance, name),
+                      json.dumps({"n": self.reconciles, "positions": positions or {},
+                                  "orders": list(orders)}).encode())
+        w = reports_writer or RingWriter(self.ring(f"reports.{name}"))
+        assert offer_control(w, ControlKind.RECONCILED, self.reconciles)
+        for _ in range(1000):
+            if not stage.reconciling:
+                return
+            stage.do_work()
+        raise AssertionError("the strategy stage did not take the snapshot")
 
     def ring(self, name: str):
         return self.sup.rings[name]

@@ -38,6 +38,7 @@ class Seat:
     def start(self):
         st = StrategyStage(self.p.context("strategy.sample"))
         st.on_start()
+        self.p.answer_reconcile(st, getattr(self, "orders", None), getattr(self, "reports", None))
         return st
 
     @property
@@ -165,3 +166,36 @@ def test_on_timer_is_called_every_timer_s(plant):
         seat.stage.do_work()
         time.sleep(0.001)
     assert 5 <= seat.s.timers <= 11
+
+
+def test_reports_that_came_while_the_strategy_was_dead_reach_the_next_process_once(plant):
+    """The executor answered while the strategy's process was dead. The next process takes
+    its positions from the executor's snapshot (so the fills are not counted twice) and its
+    callbacks hear of every report no process had handled; the one report the dead process
+    had handled but not committed is not handed over again."""
+    from hftd import stats
+
+    seat = Seat(plant)
+    a, b = seat.s.buy(0, 1, 20_000), seat.s.buy(0, 1, 20_000)
+    seat.sent()
+    seat.report(a, K.ACK, 1, 20_000, 0, 1)
+    seat.stage.reports.commit = lambda n: (_ for _ in ()).throw(SystemExit)  # dies at commit
+    with pytest.raises(SystemExit):
+        seat.stage.do_work()  # a's ACK handled (its callback ran), not committed
+    assert seat.s.log == [("order", a, int(OrdState.NEW), 0, 1)]
+    seat.report(a, K.FILL, 1, 20_000, 1, 0)
+    seat.report(b, K.ACK, 1, 20_000, 0, 1)
+    seat.report(b, K.FILL, 1, 20_000, 1, 0)
+    ctx = seat.p.context("strategy.sample")
+    ctx.stats.q_header[stats.H_RESTARTS] = 1
+    st = StrategyStage(ctx)
+    st.on_start()
+    seat.p.answer_reconcile(st, seat.orders, seat.reports,
+                            positions={"TXF": [2, 20_000.0, 0.0, 0.0, 160.0, 2]})
+    seat.stage = st
+    F, N = int(OrdState.FILLED), int(OrdState.NEW)
+    assert seat.s.log == [("fill", a, 1, 20_000), ("order", a, F, 1, 0),
+                          ("order", b, N, 0, 1), ("fill", b, 1, 20_000), ("order", b, F, 1, 0)]
+    assert seat.s.position(0) == 2 and seat.s.working_orders() == []
+    assert (seat.stat("reports_skipped"), seat.stat("reports_after_restart")) == (1, 3)
+    assert seat.stat("illegal_transitions") == 0

@@ -43,6 +43,7 @@ class Host:
     def start(self) -> StrategyStage:
         self.stage = StrategyStage(self.p.context("strategy.sample"))
         self.stage.on_start()
+        self.p.answer_reconcile(self.stage)
         return self.stage
 
     @property

@@ -33,9 +33,10 @@ def assert_lifecycle(rep: dict) -> None:
         assert s["report_mismatches"] == 0, (name, s)
         ring = rep["rings"][f"reports.{name}"]
         reports = sum(s[k] for k in COUNTS if k != "filled")  # a filled order's last fill
-        assert ring["published"] == reports + 1 and ring["in_flight"] == 0, name  # + the end
+        # + the answer to the strategy's RECONCILE at its start, + the end of stream
+        assert ring["published"] == reports + 2 and ring["in_flight"] == 0, name
         assert rep["rings"][f"orders.{name}"]["published"] == \
-            s["sent"] + s["cancels"] + s["replaces"] + 1
+            s["sent"] + s["cancels"] + s["replaces"] + 2  # + its RECONCILE, + the end
     # refusals by reason add up to the refusals
     assert sum(o["rejects_by_reason"].values()) == o["rejects"] + o["cancel_rejects"]
     # positions: the executor's, each with the strategy's own view, and the P&L

@@ -13,6 +13,16 @@ the executor's (the run report compares the two). Client order ids are
 (hftd.trading.store, a mapped file of the instance's state directory): a restarted strategy
 process, and the next run of the daemon, continue it, so an id is never issued twice.
 
+Start-up is recovery (every start, the daemon's or after a kill): before its first tick the
+stage asks the executor for its positions and working orders (RECONCILE in order on the
+orders ring; the executor answers with a snapshot and RECONCILED in order on the reports
+ring) and starts its book from them. The reports queued before the answer have their effect
+in the snapshot; those no process of this strategy had handled still reach its callbacks
+(`reports_after_restart`), and the ones a dead process had handled or begun do not
+(`report_started`, written before a report's callbacks; `reports_skipped`). Likewise a tick
+a dead process began is not handed over again (`tick_started`; `restart_skipped`): at most
+once where a process died, so an order is never sent twice for one tick.
+
 Timers: a strategy class with `timer_s > 0` gets `on_timer()` that often, checked once per
 pass (a parked stage wakes for it), so it may come up to `idle.park_us` late.
 
@@ -55,7 +65,7 @@ from ..stats import COUNTER, GAUGE, Schema
 from ..strategies.base import StateError, Strategy, StrategyApi
 from ..trading import OrdState
 from ..trading.orders import IdSource, Order
-from ..trading.store import TradingState, key
+from ..trading.store import TradingState
 from .common import Outbox, end_of_stream, fixed, offer_control, read_control
 from .executor import snapshot_path, state_path
 
@@ -122,6 +132,23 @@ def read_state_file(path: str, cls: type) -> StateFile | None:
     return f
 
 
+_ENDED_STATE = {_REJECT: OrdState.REJECTED, _CANCELED: OrdState.CANCELED,
+                _EXPIRED: OrdState.EXPIRED}
+
+
+def _ended_view(ev, strategy: int) -> Order:
+    """An order no longer in the strategy's book, as report `ev` leaves it (for callbacks
+    of reports that arrived while a new process reconciled)."""
+    k = ev.kind
+    qty = ev.qty if k in (_REJECT, _REPLACED) else ev.filled + (ev.qty if k in _ENDED_STATE
+                                                                else ev.leaves)
+    o = Order(ev.order_id, strategy, ev.instrument, ev.side, max(qty, ev.filled, 1), ev.price)
+    o.filled = ev.filled
+    o.state = _ENDED_STATE.get(k) or (OrdState.FILLED if ev.filled and not ev.leaves else
+                                      OrdState.PARTIALLY_FILLED if ev.filled else OrdState.NEW)
+    return o
+
+
 def load_strategy_class(path: str) -> type[Strategy]:
     module, _, name = path.partition(":")
     try:
@@ -148,7 +175,8 @@ class StrategyStage(Agent):
                     ("paused", GAUGE), ("alarms", COUNTER),
                     ("working_orders", GAUGE), ("command_done", GAUGE),
                     ("first_tick_ns", GAUGE), ("last_tick_ns", GAUGE),
-                    ("tick_started", GAUGE), ("replays_suppressed", COUNTER),
+                    ("tick_started", GAUGE), ("report_started", GAUGE),
+                    ("reports_after_restart", COUNTER), ("replays_suppressed", COUNTER),
                     ("restart_skipped", COUNTER), ("reports_skipped", COUNTER),
                     ("reconciled", COUNTER),
                     ("signals_lost", COUNTER),
@@ -203,12 +231,18 @@ class StrategyStage(Agent):
         self.api = StrategyApi(syms, cfg.contracts(), self._send, self.index,
                                IdSource(self.state.q, self.state.id_slot(self.index)), routed)
         self.api.refused = self.c_orders_refused
-        # a restarted process learns its state from the executor before it sees a tick
-        self.reconciling = bool(st.q_header[stats.H_RESTARTS])
+        # the strategy learns its positions and working orders from the executor before it
+        # sees a tick, at every start: the executor may have applied venue answers at its own
+        # start (hftd.venues.sim), so its answer, in order on the rings, is the one truth
+        self.reconciling = True
+        self.restarted = bool(st.q_header[stats.H_RESTARTS])
         self.asked = False
-        if not self.reconciling:
-            self._reconcile(cfg, syms, routed)
-        else:
+        # reports the previous process handled (or began: at most once) are not handed to the
+        # strategy again; `report_started` is the ring position + 1 of the last one, written
+        # before its callbacks (see _take_reports); the others reach it after reconciling
+        self.report_skip_to = self.c_report_started.value
+        self.late_reports: list = []
+        if self.restarted:
             # orders the previous process had not yet written to the ring died with it: they
             # never reached the executor (no duplicate), a signal not acted on (counted)
             self.c_signals_lost.add(self.c_orders_waiting.value)
@@ -217,6 +251,7 @@ class StrategyStage(Agent):
         # their orders) are not handled again: `tick_started` is the ring position + 1 of the
         # last one, written before its on_tick (see _take_ticks)
         self._started_q, self._started_i = st.q_values, st.index["tick_started"]
+        self._report_i = st.index["report_started"]
         self.skip_to = self.c_tick_started.value
         self.seen_seq = [-1] * len(syms)  # per instrument, the seq of the last tick handled
         self.api.name = self.name
@@ -236,22 +271,6 @@ class StrategyStage(Agent):
         self.stopped = False  # on_stop was called: no callback any more
         self.timer_ns = 0
         self.next_timer_ns = 0
-
-    def _reconcile(self, cfg, syms, routed) -> None:
-        """At the daemon's start (nothing is in flight yet: the feed starts once every agent
-        runs) the strategy's view starts from the executor's record: its positions, and the
-        working orders a crashed earlier run left (the executor manages them)."""
-        state = self.state
-        positions = {}
-        for i in routed:
-            slot = state.find_position(self.name, syms[i])
-            if slot is not None:
-                positions[i] = state.position_values(slot)
-        by_key = {key(sym): i for i, sym in enumerate(syms)}
-        self._adopt(positions, [
-            (so.client_id, by_key[so.instrument_key], so.side, so.qty, so.price, so.ord_type,
-             so.tif, so.state, so.filled, so.fill_value, so.t_created_ns)
-            for so in state.orders() if so.strategy == self.index])
 
     def _adopt(self, positions: dict, orders) -> None:
         """Start the strategy's view from the executor's: `positions` maps an instrument to
@@ -486,9 +505,11 @@ class StrategyStage(Agent):
             g[3].set(fixed(p.tax, 100))
 
     def _await_snapshot(self) -> int:
-        """A restarted strategy: ask the executor for its state (RECONCILE, in order behind
-        whatever the previous process sent), skip the reports queued before the answer (the
-        snapshot has their effect), then take positions and working orders from it."""
+        """At start: ask the executor for its state (RECONCILE, in order behind whatever a
+        previous process sent), take positions and working orders from its answer; the
+        reports queued before the answer have their effect in it, so they are not applied to
+        the book, but those a previous process had not handled reach the strategy's callbacks
+        after the answer (`_late_reports`): its on_fill and on_order hear of every order."""
         if not self.asked:
             self.asked = offer_control(self.orders, ControlKind.RECONCILE)
             return int(self.asked)
@@ -497,6 +518,7 @@ class StrategyStage(Agent):
         if not evs:
             return 0
         n = 0
+        pos = r.position
         for ev in evs:
             n += 1
             if ev.__class__ is Control:
@@ -506,10 +528,32 @@ class StrategyStage(Agent):
                 if ev.kind == ControlKind.SHUTDOWN:
                     self.done = True
                     break
+            elif pos + n <= self.report_skip_to:
+                self.c_reports_skipped.add()  # handled (or begun) by the previous process
             else:
-                self.c_reports_skipped.add()
+                self.late_reports.append(ev)
         r.commit(n)
+        if not self.reconciling:
+            self._late_reports()
         return n
+
+    def _late_reports(self) -> None:
+        """The reports before the executor's answer that no process of this strategy has
+        handled: their effect is in the book already; the strategy's callbacks hear of them
+        now, with the order as the book has it (or, one that has ended since, as the report
+        says it ended)."""
+        evs, self.late_reports = self.late_reports, []
+        if self.stopped or not self.started:
+            return
+        strategy, book = self.strategy, self.api.book
+        for ev in evs:
+            self.c_reports_after_restart.add()
+            o = book.get(ev.order_id)
+            if o is None or o.state >= _FILLED:
+                o = _ended_view(ev, self.index)
+            if ev.kind == _FILL:
+                strategy.on_fill(ev)
+            strategy.on_order(o)
 
     def _load_snapshot(self, number: int) -> None:
         ctx = self.ctx
@@ -521,7 +565,8 @@ class StrategyStage(Agent):
         self._adopt({syms.index(sym): v for sym, v in snap["positions"].items()},
                     snap["orders"])
         self.reconciling = False
-        self.c_reconciled.add()
+        if self.restarted:
+            self.c_reconciled.add()
 
     def _skip_replayed(self, evs, pos: int) -> int:
         """The first ticks after a restart that the previous process already began: skipped
@@ -555,7 +600,11 @@ class StrategyStage(Agent):
         controls = 0
         filled_in = set()
         counted = self.c_by_kind
+        started_q, started_i = self._started_q, self._report_i
+        pos = r.position + 1
         for ev in evs:
+            started_q[started_i] = pos  # before the callbacks: a restart does not repeat them
+            pos += 1
             if ev.__class__ is Control:
                 controls += 1
                 if ev.kind == ControlKind.SHUTDOWN:
