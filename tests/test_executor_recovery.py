@@ -178,3 +178,28 @@ def test_the_order_rate_buckets_go_on_across_a_restart(plant):
     assert got[(a, K.ACK)] == 1 and got[(b, K.REJECT)] == 1
     assert d.stat("risk_reject.ORDER_RATE") == 1
     assert sum(n for (_, kind), n in got.items() if kind == K.ACK) == 4
+
+
+def test_an_end_in_effect_whose_report_never_left_is_reported_after_a_restart(plant):
+    """Found by the chaos run: killed after an order's end (one word in the store) and before
+    both the sequence that says the answer was applied and its report. The next process finds
+    the answer in effect (not applied twice) and still reports it: the strategy does not wait
+    for that order for ever."""
+    d = Desk(plant, latency_us=2_000)
+    d.trade(20_000)
+    oid = d.new(qty=1, price=19_900)
+    d.work()
+    time.sleep(0.003)
+    d.work()
+    d.send(CANCEL, oid)
+    d.work()
+    d.ex.state.set_venue_seq = die  # the order's end is written; the sequence and report not
+    time.sleep(0.003)
+    with pytest.raises(Died):
+        d.work()
+    restart(d)
+    d.work()
+    got, _ = delivered(d)
+    assert got == Counter({(oid, K.ACK): 1, (oid, K.CANCELED): 1})
+    assert d.stat("answers_in_effect") == 1 and d.stat("reports_resent") == 1
+    assert d.stat("illegal_transitions") == 0 and d.ex.state.orders() == []

@@ -199,3 +199,41 @@ def test_reports_that_came_while_the_strategy_was_dead_reach_the_next_process_on
     assert seat.s.position(0) == 2 and seat.s.working_orders() == []
     assert (seat.stat("reports_skipped"), seat.stat("reports_after_restart")) == (1, 3)
     assert seat.stat("illegal_transitions") == 0
+
+
+def test_the_answer_to_a_dead_processs_reconcile_is_not_taken_for_the_next_ones(plant):
+    """Found by the chaos run: a process killed after asking (RECONCILE) and before reading
+    the answer left it on the reports ring; the next process asks again, and must not take
+    the first answer (whose snapshot the second has replaced) for its own."""
+    import json
+
+    from hftd import stats
+    from hftd.identity import write_private
+    from hftd.stages.common import offer_control
+    from hftd.stages.executor import snapshot_path
+
+    seat = Seat(plant)
+    ctx = seat.p.context("strategy.sample")
+    ctx.stats.q_header[stats.H_RESTARTS] = 1
+    dead = StrategyStage(ctx)
+    dead.on_start()
+    dead.do_work()  # asks; dies before the answer comes
+    ctx2 = seat.p.context("strategy.sample")
+    ctx2.stats.q_header[stats.H_RESTARTS] = 2
+    st = StrategyStage(ctx2)
+    st.on_start()
+    st.do_work()  # asks again
+    asks = [e for e in seat.sent() if isinstance(e, Control)]
+    assert [e.kind for e in asks] == [ControlKind.RECONCILE] * 2
+    path = snapshot_path(ctx2.runtime_dir, ctx2.instance, "sample")
+    # the executor answers both, in order; the file holds the second snapshot by the time
+    # the new process reads the first answer
+    offer_control(seat.reports, ControlKind.RECONCILED, 7)
+    seat.report(99, K.FILL, 1, 20_000, 1, 0)  # between the two answers: in the later one
+    write_private(path, json.dumps({"n": 8, "positions": {"TXF": [1, 20_000.0, 0, 0, 80.0, 1]},
+                                    "orders": []}).encode())
+    offer_control(seat.reports, ControlKind.RECONCILED, 8)
+    for _ in range(5):
+        st.do_work()
+    assert not st.reconciling and st.strategy.position(0) == 1
+    assert st.ctx.stats.get("stale_answers") == 1 and st.ctx.stats.get("illegal_transitions") == 0

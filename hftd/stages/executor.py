@@ -342,15 +342,18 @@ class Executor(Agent):
             self.live_np[inst] += 1
         self.c_orphan_orders.set(orphans)
         vlog, applied = self.vlog, st.venue_seq
-        if self.restarted:
-            self._resend_reports(applied)
+        if self.restarted:  # what each strategy was told: the newest report in its ring says
+            for s in self.strategies:
+                s.vseq = next((ev.vseq for ev in self._last_reports(s, 1 << 62)
+                               if ev.__class__ is OrderReport), self.c_venue_seq_at_start.value)
         else:  # the strategies start from the executor's record: nothing to report again
             self.c_venue_seq_at_start.set(vlog.last_seq)
             for s in self.strategies:
                 s.vseq = vlog.last_seq
-        later = [e for e in vlog.events if e[0] > applied]
-        if later:
-            self._venue_events([e[1:7] for e in later], [e[0] for e in later])
+        for e in vlog.events:  # in the venue's order
+            if e[0] > applied and self._venue_events([e[1:7]], [e[0]]):
+                continue  # applied now, and reported
+            self._report_again(e)  # in effect already: reported if its strategy was not told
         if self.venue_log and not self.restarted and os.path.exists(self.venue_log):
             os.replace(self.venue_log, self.venue_log + ".1")  # a log spans one daemon run
         self.venue = venues.make(self.ctx.cfg, self.venue_log, vlog.last_seq)
@@ -390,27 +393,21 @@ class Executor(Agent):
         for p in range(end - 1, max(end - min(n, ring.capacity), 0) - 1, -1):
             yield self.decode_report(ring.payload(p))
 
-    def _resend_reports(self, applied: int) -> None:
-        """A restarted executor: the venue's answers it had applied (up to `applied`) but whose
-        reports had not been written to their strategy's ring (queued, or the process died
-        between the two) are reported now, in order. What a strategy got is known from its
-        ring: each report carries the sequence of the last answer reported to it."""
-        for s in self.strategies:
-            s.vseq = next((ev.vseq for ev in self._last_reports(s, 1 << 62)
-                           if ev.__class__ is OrderReport), self.c_venue_seq_at_start.value)
-        for seq, owner, cid, kind, qty, price, reason, inst, side, filled, leaves in \
-                self.vlog.events:
-            if seq > applied:
-                break
-            if not 0 <= owner < len(self.strategies) or inst < 0:
-                continue
-            s = self.strategies[owner]
-            if seq <= s.vseq:
-                continue
-            s.vseq = seq
-            self._send(s, OrderReport(0, 0, cid, kind, inst, side, qty, price, reason, filled,
-                                      leaves, seq))
-            self.c_reports_resent.add()
+    def _report_again(self, e) -> None:
+        """Venue answer `e` of the log (see hftd.venues.sim.read_log) is in effect, but its
+        report may not have reached its strategy (queued, or the process died between the
+        effect and the report, or between an order's one-word end and the sequence that says
+        it was applied): reported now, from the log, if the strategy was not told of it."""
+        seq, owner, cid, kind, qty, price, reason, inst, side, filled, leaves = e
+        if not 0 <= owner < len(self.strategies) or inst < 0:
+            return
+        s = self.strategies[owner]
+        if seq <= s.vseq:
+            return
+        s.vseq = seq
+        self._send(s, OrderReport(0, 0, cid, kind, inst, side, qty, price, reason, filled,
+                                  leaves, seq))
+        self.c_reports_resent.add()
 
     def _skip_fed(self) -> None:
         """After a restart: the market data the previous process fed is not fed again (only
@@ -942,10 +939,12 @@ class Executor(Agent):
         """Apply the venue's answers `evs`, each with its venue log sequence (taken from the
         venue in order, or `seqs`: answers read back from the log at start-up, some of which
         may already be in effect: an acknowledgement or an end is one word, written before
-        the sequence that says it was applied)."""
+        the sequence that says it was applied). Returns how many (with `seqs`: how many were
+        applied now)."""
         book = self.book
         state = self.state
         take = self.venue.take_seq if seqs is None else iter(seqs).__next__
+        applied = 0
         for owner, cid, kind, qty, price, reason in evs:
             seq = take()
             o = book.get(cid)
@@ -956,6 +955,7 @@ class Executor(Agent):
                 else:
                     self.c_illegal_transitions.add()
                 continue
+            applied += 1
             if seqs is not None:
                 self.c_answers_replayed.add()
             s = self.strategies[owner]
@@ -995,7 +995,7 @@ class Executor(Agent):
             self._send(s, OrderReport(0, o.t_created_ns, cid, kind, o.instrument, o.side, qty,
                                       price, reason, o.filled, o.leaves, s.vseq))
         self.c_working_orders.set(book.n_working)
-        return len(evs)
+        return len(evs) if seqs is None else applied
 
     def _ended(self, o: Order) -> None:
         self.state.end_order(o.client_id)  # a fill's end was written with it (no-op then)

@@ -176,7 +176,8 @@ class StrategyStage(Agent):
                     ("working_orders", GAUGE), ("command_done", GAUGE),
                     ("first_tick_ns", GAUGE), ("last_tick_ns", GAUGE),
                     ("tick_started", GAUGE), ("report_started", GAUGE),
-                    ("reports_after_restart", COUNTER), ("replays_suppressed", COUNTER),
+                    ("reports_after_restart", COUNTER), ("stale_answers", COUNTER),
+                    ("replays_suppressed", COUNTER),
                     ("restart_skipped", COUNTER), ("reports_skipped", COUNTER),
                     ("reconciled", COUNTER),
                     ("signals_lost", COUNTER),
@@ -440,6 +441,8 @@ class StrategyStage(Agent):
         else:
             self.c_replaces_sent.add()
         self.outbox.send(req)
+        if self.outbox:  # queued: a process killed now loses it, and the next counts it
+            self.c_orders_waiting.set(len(self.outbox))
 
     def _overdue(self, n: int) -> None:
         self._alarm(f"{n} orders blocked for more than {self.outbox.deadline_ns / 1e6:g} ms on a "
@@ -523,8 +526,9 @@ class StrategyStage(Agent):
             n += 1
             if ev.__class__ is Control:
                 if ev.kind == ControlKind.RECONCILED:
-                    self._load_snapshot(ev.arg)
-                    break
+                    if self._load_snapshot(ev.arg):
+                        break
+                    continue
                 if ev.kind == ControlKind.SHUTDOWN:
                     self.done = True
                     break
@@ -555,10 +559,17 @@ class StrategyStage(Agent):
                 strategy.on_fill(ev)
             strategy.on_order(o)
 
-    def _load_snapshot(self, number: int) -> None:
+    def _load_snapshot(self, number: int) -> bool:
+        """Adopt snapshot `number`; False if the file already holds a later one: this was the
+        answer to a RECONCILE of a process that died before reading it (found by the chaos
+        run: the next processes took it for theirs and crashed for ever). The answer to ours
+        comes later; the reports between the two have their effect in it."""
         ctx = self.ctx
         path = snapshot_path(ctx.runtime_dir, ctx.instance, self.name)
         snap = msgspec.json.decode(read_private(path))
+        if snap["n"] > number:
+            self.c_stale_answers.add()
+            return False
         if snap["n"] != number:
             raise RuntimeError(f"{path} is snapshot {snap['n']}, expected {number}")
         syms = self.ctx.cfg.symbols()
@@ -567,6 +578,7 @@ class StrategyStage(Agent):
         self.reconciling = False
         if self.restarted:
             self.c_reconciled.add()
+        return True
 
     def _skip_replayed(self, evs, pos: int) -> int:
         """The first ticks after a restart that the previous process already began: skipped
