@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv bench bench-quick install-systemd clean
+.PHONY: run test venv bench bench-quick chaos install-systemd clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ bench: $(STAMP)        # the full suite, <= 15 minutes; results in bench/results
 
 bench-quick: $(STAMP)  # a short version, <= 2 minutes
 	$(BIN)/python -m bench.run --quick
+
+chaos: $(STAMP)        # 200 SIGKILLs over every agent of a trading run, then its invariants (~5 minutes)
+	$(BIN)/python -m bench.chaos --kills 200 --rate 50000 --seed 1 --out bench/results/chaos.json $(CHAOS_ARGS)
 
 install-systemd:
 	install -m 0644 systemd/hftd@.service /etc/systemd/system/hftd@.service
