@@ -137,8 +137,12 @@ def _dispatch_burst(plant, policy: str, n: int, consume_every: int | None):
     return p, disp, [t for t in seen if isinstance(t, Tick)], ticks
 
 
-def _ring_invariant(ring):
-    assert ring.published == ring.consumed + ring.occupancy()
+def _ring_invariant(ring, taken: int):
+    """Everything the ring's writer published (its cursor) its reader took, as the reader
+    counted it (`taken`, end-of-stream marker included), and committed (its cursor).
+    (published == consumed + occupancy() would hold by construction: occupancy() is the
+    difference of the two cursors.)"""
+    assert ring.published == taken == ring.consumed
 
 
 def test_block_burst_of_ten_capacities_loses_nothing(plant):
@@ -149,8 +153,8 @@ def test_block_burst_of_ten_capacities_loses_nothing(plant):
     assert st.get("conflated.sample") == st.get("dropped.sample") == 0
     assert p.ring("ticks.sample").published == 10 * CAP + 1  # + end of stream
     assert p.ring("ticks.sample").backpressure_episodes >= 1
-    for name in ("ticks.in", "ticks.sample"):
-        _ring_invariant(p.ring(name))
+    _ring_invariant(p.ring("ticks.in"), st.get("ticks_in") + 1)  # + the end of stream
+    _ring_invariant(p.ring("ticks.sample"), len(seen) + 1)  # + the end of stream
 
 
 def test_conflate_burst_keeps_the_newest_tick_of_every_instrument(plant):
@@ -166,7 +170,7 @@ def test_conflate_burst_keeps_the_newest_tick_of_every_instrument(plant):
     assert st.get("dropped.sample") == 0 and conflated > 0
     assert delivered == len(seen)
     assert p.ring("ticks.sample").backpressure_episodes >= 1
-    _ring_invariant(p.ring("ticks.sample"))
+    _ring_invariant(p.ring("ticks.sample"), len(seen) + 1)  # + the end of stream
 
 
 def test_drop_burst_counts_are_exact(plant):
@@ -178,7 +182,7 @@ def test_drop_burst_counts_are_exact(plant):
     assert st.get("delivered.sample") == len(seen)
     # what got through is a prefix of the stream in order (drop the newest)
     assert [t.seq for t in seen] == sorted(t.seq for t in seen)
-    _ring_invariant(p.ring("ticks.sample"))
+    _ring_invariant(p.ring("ticks.sample"), len(seen) + 1)  # + the end of stream
 
 
 def test_control_behind_a_full_backlog_waits_at_most_one_batch(plant, tmp_path):
@@ -189,6 +193,7 @@ def test_control_behind_a_full_backlog_waits_at_most_one_batch(plant, tmp_path):
                                "params": {"out": str(tmp_path / "rec.json")}}]})
     stage = StrategyStage(p.context("strategy.sample"))
     stage.on_start()
+    p.answer_reconcile(stage)  # as the executor does at every strategy start
     w = RingWriter(p.ring("ticks.sample"))
     _write_ticks(w, [(k % 5, 1000 + k) for k in range(1000)])  # a backlog of 62 batches
     stage.do_work()  # one batch taken
@@ -210,13 +215,32 @@ def _report(tmp_path):
     return json.loads((tmp_path / "r.json").read_text())
 
 
+def _taken_by_reader(rep, ring: str) -> int:
+    """The ticks the reader of tick ring `ring` counted taking (without the end-of-stream
+    marker), counted apart from the ring's cursors."""
+    stages = rep["stages"]
+    if ring == "ticks.in":
+        return stages["dispatcher"]["values"]["ticks_in"]  # summed batch by batch
+    if ring == "ticks.executor":
+        return stages["executor"]["values"]["md_ticks"]  # summed commit by commit
+    # a strategy's ticks_in is its ring position (less the replays), so not that: its
+    # latency histogram has one sample per tick it took, recorded batch by batch, and a
+    # process restarted mid-batch counts the ticks its predecessor had begun (the batch it
+    # died in, not recorded) as it skips them
+    s = stages[f"strategy.{ring.split('.', 1)[1]}"]
+    return s["latency_us"]["count"] + s["values"]["restart_skipped"]
+
+
 def _assert_accounting(rep):
     f = rep["flow"]["feed"]
     assert f["received"] == f["published"] + f["conflated"] + f["dropped"] + f["rejected"] + \
         f["conflation_pending"]
     assert f["conflation_pending"] == 0
     for name, r in rep["flow"]["rings"].items():
-        assert r["published"] == r["consumed"] + r["in_flight"], name
+        # what the writer published (its cursor), the reader took: as the reader counted it,
+        # and as it committed (its cursor). (The report's in_flight is published - consumed:
+        # published == consumed + in_flight would hold by construction.)
+        assert r["published"] == _taken_by_reader(rep, name) + 1 == r["consumed"], name
         if "routed" in r:
             assert r["routed"] == r["delivered"] + r["conflated"] + r["dropped"] + \
                 r["conflation_pending"], name
@@ -302,7 +326,10 @@ params = {{ sleep_us = 500, every = 5, keep_seqs = false, out = "{tmp_path}/rec.
     ring = rep["flow"]["rings"]["ticks.sample"]
     assert ring["backpressure_episodes"] >= 1 and ring["conflated"] > 0
     s = rep["stages"]["strategy.sample"]["values"]
-    assert s["reports_in"] == rep["rings"]["reports.sample"]["published"] - 1
+    # every event on the reports ring was a report the strategy counted, but the executor's
+    # answer to each RECONCILE (one per strategy start) and the end of the stream
+    reconciles = rep["stages"]["executor"]["values"]["reconciles"]
+    assert s["reports_in"] == rep["rings"]["reports.sample"]["published"] - reconciles - 1
     assert shm.leftovers(instance) == []
 
 
@@ -344,6 +371,7 @@ def test_orders_blocked_past_the_deadline_trip_the_kill_switch(plant, tmp_path):
                                "params": {"every": 1}}]})
     stage = StrategyStage(p.context("strategy.sample"))
     stage.on_start()
+    p.answer_reconcile(stage)  # as the executor does at every strategy start
     _write_ticks(RingWriter(p.ring("ticks.sample")), [(k % 5, 1000 + k) for k in range(20)])
     stage.do_work()  # an order per tick for a ring of 4 that nobody reads: the rest wait
     st = stage.ctx.stats

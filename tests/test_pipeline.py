@@ -10,8 +10,9 @@ import time
 import psutil
 import pytest
 
-from hftd import shm
-from conftest import HFTD, hftd_running, kill_agent, start_hftd, stop
+from hftd import shm, stats
+from hftd.ring import Ring
+from conftest import HFTD, agent, hftd_running, kill_agent, start_hftd, stop, wait_running
 
 N = 200_000
 
@@ -38,9 +39,12 @@ def test_every_tick_reaches_the_strategy_once_and_in_order(run_hftd, instance, t
     # canceled at the end of the stream if no trade of their instrument came after them
     assert o["fills"] == o["filled"] and o["filled"] + o["canceled"] == o["acks"]
     assert o["expired"] == o["replaced"] == o["cancel_rejects"] == o["working"] == 0
-    assert rep["rings"]["orders.sample"]["published"] == o["sent"] + 1
+    # + its RECONCILE at start and the executor's answer (RECONCILED), + the end of stream
+    reconciles = rep["stages"]["executor"]["values"]["reconciles"]
+    assert reconciles == 1
+    assert rep["rings"]["orders.sample"]["published"] == o["sent"] + reconciles + 1
     assert rep["rings"]["reports.sample"]["published"] == (o["acks"] + o["rejects"] + o["fills"]
-                                                           + o["canceled"] + 1)
+                                                           + o["canceled"] + reconciles + 1)
     assert rep["tick_to_trade_us"]["count"] == o["acks"]
     assert rep["rings"]["ticks.executor"]["published"] == N + 1  # every tick, for the venue
     for stage in ("producer", "dispatcher", "strategy.sample"):
@@ -126,19 +130,81 @@ def test_a_second_supervisor_of_a_running_instance_is_refused(instance, tmp_path
     assert rc == 0, err
 
 
-def test_a_killed_agent_is_restarted_and_the_stream_completes(instance, tmp_path):
+def _kill_strategy_mid_stream(proc, instance: str, after_s: float) -> dict:
+    """conftest.kill_agent for the strategy, reading what the dead process left: once every
+    agent runs (`wait_running`: the feed starts only then), let it work `after_s`, SIGKILL
+    the strategy process and, before its successor's start, read its stats block and the
+    read cursor of its ticks ring; return when the successor has been spawned.
+
+    The successor reconciles with the executor before it takes a tick or sends an order, so
+    `reconciled` read last and still 0 says every value read before it was the dead
+    process's, whenever the successor started."""
+    wait_running(instance)
+    time.sleep(after_s)
+    victim = agent(proc, "strategy")
+    victim.kill()
+    victim.wait(10)
+    blk = stats.StatsBlock.attach(shm.object_name(instance, "stats.strategy.sample"))
+    ring = Ring.attach(shm.object_name(instance, "ticks.sample"))
+    try:
+        left = {k: int(blk.get(k)) for k in ("ticks_in", "tick_started", "new_orders")}
+        left["consumed"] = ring.consumed
+        left["reconciled"] = int(blk.get("reconciled"))
+    finally:
+        ring.close()
+        blk.close()
+    agent(proc, "strategy", not_pids={victim.pid})
+    return left
+
+
+def test_a_killed_strategy_is_restarted_mid_stream_without_a_tick_or_an_order_twice(
+        instance, tmp_path):
+    """SIGKILL the strategy (the default sample one, which trades) mid-stream: the
+    supervisor restarts it, the new process resumes at the ring's read cursor and skips the
+    ticks the dead one had begun (their orders may have gone out), so every tick is handled
+    once, in sequence, and no order reaches the executor twice."""
     n = 300_000
-    with hftd_running(instance, tmp_path, "--ticks", str(n), "--report",
-                      str(tmp_path / "r.json"), toml='[producer.synthetic]\nrate = 100000.0\n') as proc:
-        kill_agent(proc, instance, "strategy", after_s=0.3)
+    toml = '[producer.synthetic]\nrate = 100000.0\n[metrics]\nlisten = ""\n'
+    with hftd_running(instance, tmp_path, "--ticks", str(n), "--report", str(tmp_path / "r.json"),
+                      toml=toml) as proc:
+        at_kill = _kill_strategy_mid_stream(proc, instance, after_s=0.3)
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert "agent strategy.sample was killed by SIGKILL: restarting it" in err
+    assert at_kill["reconciled"] == 0, ("read after the successor had started", at_kill)
+    # mid-stream: the dead process had handled some ticks, not all, and had sent orders
+    assert 0 < at_kill["ticks_in"] <= at_kill["tick_started"] < n, at_kill
+    assert at_kill["new_orders"] > 0, at_kill
     rep = json.loads((tmp_path / "r.json").read_text())
     strat = rep["stages"]["strategy.sample"]
     assert strat["restarts"] == 1
-    assert strat["values"]["last_seq"] == n - 1
-    assert rep["ticks"]["published"] == n
+    assert (rep["ticks"]["received"], rep["ticks"]["published"]) == (n, n)
+    v = strat["values"]
+    assert (v["ticks_in"], v["first_seq"], v["last_seq"], v["seq_gaps"]) == (n, 0, n - 1, 0)
+    assert v["replays_suppressed"] == 0  # the dispatcher was not restarted: nothing re-routed
+    # the successor skipped exactly the ticks the dead process had begun past its commit
+    assert v["restart_skipped"] == at_kill["tick_started"] - at_kill["consumed"], (v, at_kill)
+    # every tick handled by one of the two processes, counted apart from the ring's cursor:
+    # a latency sample for each tick of a completed batch (either process's: the stats block
+    # outlives them), + those of the batch the dead one died in that it had begun (no sample
+    # recorded) and its successor skipped
+    assert strat["latency_us"]["count"] + v["restart_skipped"] == n
+    # orders: both processes traded, and none reached the executor twice
+    o = rep["orders"]
+    ex = rep["stages"]["executor"]["values"]
+    assert o["sent"] > at_kill["new_orders"]
+    assert ex["risk_reject.DUPLICATE_ORDER_ID"] == 0
+    # every order the strategy counted sending, the executor counted receiving, but those
+    # the dead process had not yet written out (lost with it, counted by its successor); a
+    # kill between counting one and writing it out leaves `sent` one above (a counter is a
+    # store apart from its event: hftd.report), never below
+    assert 0 <= o["sent"] - o["received"] - v["signals_lost"] <= 1, (o, v["signals_lost"])
+    assert o["received"] == o["acks"] + o["rejects"] and o["working"] == 0, o
+    # the orders ring carried each of them once: every event on it (its write cursor), the
+    # executor counted as an order, a cancel, a replace, a RECONCILE (a strategy process
+    # asking for its state) or the end of the stream
+    assert rep["rings"]["orders.sample"]["published"] == \
+        o["received"] + o["cancels"] + o["replaces"] + ex["reconciles"] + 1
     for name, r in rep["rings"].items():
         assert r["in_flight"] == 0, name
     assert shm.leftovers(instance) == []

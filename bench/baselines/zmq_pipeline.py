@@ -2,10 +2,13 @@
 
 Ticks go producer -PUB/SUB-> dispatcher -PUB/SUB-> strategy, orders strategy -PUSH/PULL->
 executor, reports executor -PUSH/PULL-> strategy. Default high-water marks (1,000): a PUB
-drops silently when its subscriber is behind. Each PUB hears its subscriber through a
-PUSH/PULL control channel: at the start (warm-ups until the subscriber has them, so no
-measured tick meets a slow joiner) and at the end (end of stream repeated until acknowledged);
-the strategy also bounces a warm-up order off the executor before it says it is ready.
+drops silently when its subscriber is behind, and libzmq counts nothing, so the strategy
+counts the ticks it never got (`dropped`) from their sequence numbers: each jump past the
+next one expected, and at the end of the stream those after the last one received, up to the
+stream's length. Each PUB hears its subscriber through a PUSH/PULL control channel: at the
+start (warm-ups until the subscriber has them, so no measured tick meets a slow joiner) and
+at the end (end of stream repeated until acknowledged); the strategy also bounces a warm-up
+order off the executor before it says it is ready.
 """
 
 from __future__ import annotations
@@ -136,7 +139,7 @@ def dispatcher(d: str, results) -> None:
     ctx.destroy()
 
 
-def strategy(d: str, results) -> None:
+def strategy(d: str, n: int, results) -> None:
     ctx = context()
     sub = subscriber(ctx, endpoint(d, "ticks.out"))
     reports = ctx.socket(zmq.PULL)
@@ -150,6 +153,7 @@ def strategy(d: str, results) -> None:
     poller.register(reports, zmq.POLLIN)
     host = StrategyHost()
     delivered = n_orders = n_reports = t_last = 0
+    missed = expect = 0  # ticks missing from the sequence; the next seq expected
     ready = ended = False
     reports_open = True
 
@@ -191,7 +195,11 @@ def strategy(d: str, results) -> None:
                 else:
                     delivered += 1
                     t_last = time.monotonic_ns()
-                    for o in host.on_tick(tick_decoder.decode(raw)):
+                    tick = tick_decoder.decode(raw)
+                    if tick.seq >= expect:  # the ones in between were dropped on the way
+                        missed += tick.seq - expect
+                        expect = tick.seq + 1
+                    for o in host.on_tick(tick):
                         orders.send(encode(o))
                         n_orders += 1
         orders.send(EOS)
@@ -199,8 +207,9 @@ def strategy(d: str, results) -> None:
             reports_open = on_report(reports.recv())
     except zmq.Again:  # a peer has been silent for IDLE_S
         pass
+    missed += max(n - expect, 0)  # dropped after the last one received
     results.put(("strategy", {"delivered": delivered, "t_last": t_last, "orders": n_orders,
-                              "reports": n_reports}))
+                              "reports": n_reports, "dropped": missed}))
     ctx.destroy()
 
 
@@ -235,7 +244,7 @@ def run(rate: float, ticks: int) -> dict:
     d = tempfile.mkdtemp(prefix="hftd-bench-zmq-")
     procs = [mp_ctx.Process(target=producer, args=(d, rate, ticks, results), name="producer"),
              mp_ctx.Process(target=dispatcher, args=(d, results), name="dispatcher"),
-             mp_ctx.Process(target=strategy, args=(d, results), name="strategy"),
+             mp_ctx.Process(target=strategy, args=(d, ticks, results), name="strategy"),
              mp_ctx.Process(target=executor, args=(d, results), name="executor")]
     try:
         for p in procs:
@@ -259,7 +268,7 @@ def run(rate: float, ticks: int) -> dict:
 
 
 def main(argv=None) -> None:
-    cli(run, __doc__, False, argv)  # PUB/SUB drops silently: uncounted
+    cli(run, __doc__, True, argv)  # PUB/SUB drops silently: counted by the strategy as missing
 
 
 if __name__ == "__main__":
