@@ -26,6 +26,9 @@ from .histogram import NullHistogram
 from .ring import Ring, RingReader, RingWriter
 
 
+BEAT_NS = 100_000_000  # the heartbeat is written at most this often (and after each pass past it)
+
+
 class Agent:
     """Base class of the four stages. Subclasses define `schema(cfg)` (the names in their
     stats block) and implement `do_work`."""
@@ -165,14 +168,16 @@ def run(agent: Agent, ctx: AgentContext) -> bool:
     agent.on_start()
     heartbeat(now())
     block.set_state(stats.RUNNING)
-    beat = 0
+    next_beat = 0
     while not agent.done:
         work = do_work()
         idle(work)
-        beat += 1
-        if beat >= 64:  # a park lasts at most park_us: a beat at least every 64 of those
-            heartbeat(now())
-            beat = 0
+        t = now()
+        # by the clock, not by passes: a slow strategy's pass may take 0.1 s (found: every 64
+        # passes was 6 s, past heartbeat_timeout_s, and a working agent was killed as hung)
+        if t >= next_beat:
+            heartbeat(t)
+            next_beat = t + BEAT_NS
             if ctx.reloads != reloads:
                 reloads = ctx.reloads
                 parker.timeout = ctx.cfg.idle.park_us / 1e6
