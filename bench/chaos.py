@@ -43,6 +43,7 @@ from hftd import shm, stats
 from hftd.events import ReportKind
 
 from .chaos_strategy import TickCounts
+from .common import kill_instance_processes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROLES = ("producer", "dispatcher", "strategy", "executor")
@@ -216,16 +217,6 @@ def _kill_one(proc, agents: _Agents, role: str, timeout: float,
     return (time.monotonic() - t0) * 1e3, pid, b.pid, seen
 
 
-def _kill_instance(instance: str) -> None:
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "--instance" in cmd and instance in cmd:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
-
-
 def run(kills: int, rate: float, seed: int, work: str | None = None,
         instance: str | None = None, ticks: int | None = None, out: str | None = None,
         quiet: bool = False, roles: tuple[str, ...] = ROLES) -> dict:
@@ -267,7 +258,7 @@ def run(kills: int, rate: float, seed: int, work: str | None = None,
                     proc.wait()
                 wall = time.monotonic() - t_start
                 leftovers = shm.leftovers(instance)
-                _kill_instance(instance)
+                kill_instance_processes(instance)
                 shm.remove_leftovers(instance)
         counts = np.fromfile(counts_path, dtype=np.int32)
     finally:

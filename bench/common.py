@@ -144,3 +144,17 @@ def cli(run, doc: str, dropped_counted: bool, argv=None) -> None:
                  active_s=max(r.get("t_last", 0) - r.get("t_first", 0), 0) / 1e9,
                  dropped=r.get("dropped", 0) if dropped_counted else None,
                  orders=r.get("orders", 0), reports=r.get("reports", 0))
+
+
+def kill_instance_processes(instance: str) -> None:
+    """SIGKILL every process whose command line names `--instance <instance>` (a run's
+    supervisor and agents), for clean-ups that must not depend on the supervisor."""
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "--instance" in cmd and instance in cmd:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass

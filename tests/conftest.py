@@ -14,17 +14,8 @@ import uuid
 import psutil
 import pytest
 
+from bench.common import kill_instance_processes as _kill_instance_processes
 from hftd import shm
-
-
-def _kill_instance_processes(instance: str) -> None:
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = p.info["cmdline"] or []
-        if "--instance" in cmd and instance in cmd:
-            try:
-                p.kill()
-            except psutil.Error:
-                pass
 
 
 @pytest.fixture(autouse=True)
