@@ -41,7 +41,8 @@ from .monitor import InstanceView
 from .ring import Ring, RingWriter, require_supported_platform
 from .stages import ROLES
 from .stages.common import offer_control
-from .stages.executor import snapshot_path, state_path, unmanageable
+from .stages.executor import snapshot_path, state_path, unmanageable, venue_log_path
+from .venues.sim import check_log
 from .systemd import Notifier
 
 # config keys `hftd reload` (SIGHUP) may change while running; any other change needs a restart
@@ -318,6 +319,8 @@ class Supervisor:
                              f"kept, untouched")
             if st.replayed_journal:
                 self.log(f"state store {path}: completed an update interrupted by a crash")
+            if self.cfg.executor.venue == "sim" and self.cfg.executor.sim.log:
+                check_log(venue_log_path(self.cfg), st.venue_seq)
         finally:
             st.close()
 

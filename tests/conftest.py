@@ -205,8 +205,12 @@ class Plant:
         return self.sup.rings[name]
 
     def close(self):
+        """Close and remove it all (once: a test may stop its daemon early)."""
+        if self.contexts is None:
+            return
         for c in self.contexts:
             c.close()
+        self.contexts = None
         self.sup._destroy()
 
 

@@ -203,3 +203,21 @@ def test_an_end_in_effect_whose_report_never_left_is_reported_after_a_restart(pl
     assert got == Counter({(oid, K.ACK): 1, (oid, K.CANCELED): 1})
     assert d.stat("answers_in_effect") == 1 and d.stat("reports_resent") == 1
     assert d.stat("illegal_transitions") == 0 and d.ex.state.orders() == []
+
+
+def test_an_executor_killed_as_the_daemon_starts_does_not_report_the_last_runs_answers(plant):
+    """Found by the hostile review: the next run's first executor died before it had noted
+    where the run's reports start, and its successor re-reported every answer in the venue's
+    log (the strategy's on_fill got the whole previous run again)."""
+    d = Desk(plant)
+    d.trade(20_000)
+    d.fill_market(20_000)
+    d.fill_market(20_010)
+    d.p.close()  # the daemon stops; the next run has new rings and stats blocks
+    d2 = Desk(plant)
+    d2.ex.c_venue_log_start.set(0)  # as if its first executor had died before noting it ...
+    ex = restart(d2)  # ... and this is its successor
+    d2.work()
+    assert [r for r in d2.got() if isinstance(r, OrderReport)] == []
+    assert d2.stat("reports_resent") == 0 and d2.stat("answers_replayed") == 0
+    assert ex.strategies[0].pos[TXF].qty == 2  # from the store, as before

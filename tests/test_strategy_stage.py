@@ -11,12 +11,13 @@ import time
 import pytest
 
 from hftd.events import (ORDER_ID_SHIFT, Codec, Control, ControlKind, OrderAction, OrderReport,
-                         OrderStream, ReportKind, Tick, TickStream)
+                         OrderStream, RejectReason, ReportKind, Tick, TickStream)
 from hftd.ring import CONTROL_KEY, RingReader, RingWriter
 from hftd.stages import StrategyStage
 from hftd.trading import OrdState, OrdType, TimeInForce
 
 K = ReportKind
+R = RejectReason
 from hftd.stages.executor import state_path
 from hftd.trading.store import TradingState
 
@@ -237,3 +238,22 @@ def test_the_answer_to_a_dead_processs_reconcile_is_not_taken_for_the_next_ones(
         st.do_work()
     assert not st.reconciling and st.strategy.position(0) == 1
     assert st.ctx.stats.get("stale_answers") == 1 and st.ctx.stats.get("illegal_transitions") == 0
+
+
+def test_a_late_cancel_of_an_order_the_executor_no_longer_knows_is_not_a_mismatch(plant):
+    """Found by the hostile review: a restarted executor knows only working orders, so it
+    refuses a late cancel of an order that had filled with UNKNOWN_ORDER and no quantities.
+    The strategy, whose book has the order filled, does not count that as a disagreement;
+    the same refusal of an order it believes working still is one."""
+    seat = Seat(plant)
+    a, b = seat.s.buy(0, 1, 20_000), seat.s.buy(0, 1, 20_000)
+    seat.report(a, K.ACK, 1, 20_000, 0, 1)
+    seat.report(a, K.FILL, 1, 20_000, 1, 0)
+    seat.report(b, K.ACK, 1, 20_000, 0, 1)
+    seat.stage.do_work()
+    seat.report(a, K.CANCEL_REJECTED, 0, 0, 0, 0, reason=R.UNKNOWN_ORDER)
+    seat.stage.do_work()
+    assert seat.stat("report_mismatches") == 0
+    seat.report(b, K.CANCEL_REJECTED, 0, 0, 0, 0, reason=R.UNKNOWN_ORDER)  # b works, per its book
+    seat.stage.do_work()
+    assert seat.stat("report_mismatches") == 1

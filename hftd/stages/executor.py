@@ -94,7 +94,7 @@ from ..trading.orders import Order, OrderBook
 from ..trading.positions import Portfolio
 from ..trading.risk import RiskEngine, trading_day
 from ..trading.store import SavedOrder, TradingState, key, path_for
-from ..venues.sim import VenueLog, log_path, read_log
+from ..venues.sim import VenueLog, check_log, log_path, read_log
 from .common import Outbox, decode_control, end_of_stream, fixed, read_control
 
 MD_BATCH = 1024  # market-data ticks per pass at most
@@ -226,7 +226,7 @@ class Executor(Agent):
                     ("orphan_orders", GAUGE), ("journal_replays", COUNTER),
                     ("working_orders", GAUGE), ("paused", GAUGE), ("reports_waiting", GAUGE),
                     ("alarms", COUNTER), ("control_in", COUNTER), ("quarantined", COUNTER),
-                    ("reports_discarded", COUNTER), ("venue_seq_at_start", GAUGE),
+                    ("reports_discarded", COUNTER), ("venue_log_start", GAUGE),
                     ("rate_level", GAUGE), ("rate_t", GAUGE),
                     ("answers_replayed", COUNTER), ("answers_in_effect", COUNTER),
                     ("reports_resent", COUNTER), ("requests_skipped", COUNTER),
@@ -250,12 +250,12 @@ class Executor(Agent):
         n = self.n_instruments = len(cfg.instruments)
         self.symbols = cfg.symbols()
         self.restarted = bool(ctx.stats.q_header[stats_mod.H_RESTARTS])
-        # the simulated venue's log (hftd.venues.sim): read here, the venue made in _recover
+        # the simulated venue's log (hftd.venues.sim): read and the venue made in _recover
         self.venue = None
         self.venue_log = None
         if cfg.executor.venue == "sim" and cfg.executor.sim.log:
             self.venue_log = venue_log_path(cfg)
-        self.vlog = read_log(self.venue_log) if self.venue_log else VenueLog()
+        self.vlog = VenueLog()
         self.decode = Codec(OrderStream).decode
         self.decode_tick = Codec(TickStream).decode
         self.encode = Codec(ReportStream).encode
@@ -341,23 +341,36 @@ class Executor(Agent):
             self.live[inst] += 1
             self.live_np[inst] += 1
         self.c_orphan_orders.set(orphans)
-        vlog, applied = self.vlog, st.venue_seq
-        if self.restarted:  # what each strategy was told: the newest report in its ring says
-            for s in self.strategies:
-                s.vseq = next((ev.vseq for ev in self._last_reports(s, 1 << 62)
-                               if ev.__class__ is OrderReport), self.c_venue_seq_at_start.value)
-        else:  # the strategies start from the executor's record: nothing to report again
-            self.c_venue_seq_at_start.set(vlog.last_seq)
-            for s in self.strategies:
-                s.vseq = vlog.last_seq
-        for e in vlog.events:  # in the venue's order
+        applied = st.venue_seq
+        last = check_log(self.venue_log, applied) if self.venue_log else 0
+        # what each strategy was told of the venue's answers: at this run's start, everything
+        # (it reconciles with the executor at its start); after, the newest report in its
+        # ring says. The run's first executor keeps the start in the stats block first of all
+        # (found: one killed before that made the next re-report every answer in the log)
+        if not self.c_venue_log_start.value:
+            self.c_venue_log_start.set(last + 1)
+        at_start = self.c_venue_log_start.value - 1
+        for s in self.strategies:
+            s.vseq = next((ev.vseq for ev in self._last_reports(s, 1 << 62)
+                           if ev.__class__ is OrderReport), at_start) if self.restarted \
+                else last
+        # the order request each strategy's orders ring shows a dead process was handling
+        begun = {}
+        for s in self.strategies:
+            r = s.orders
+            p = s.g_taking.value - 1
+            if self.restarted and r.position <= p < r.position + r.available():
+                begun[s.index] = (p, self.decode(r.ring.payload(p)))
+        if self.venue_log:
+            since = min([applied] + [s.vseq for s in self.strategies])
+            cids = [o.client_id for o in self.book.working()] + [
+                ev.order_id for _, ev in begun.values() if ev.__class__ is not Control]
+            self.vlog = read_log(self.venue_log, since, cids)
+        for e in self.vlog.events:  # in the venue's order
             if e[0] > applied and self._venue_events([e[1:7]], [e[0]]):
                 continue  # applied now, and reported
             self._report_again(e)  # in effect already: reported if its strategy was not told
-        if self.venue_log and not self.restarted and os.path.exists(self.venue_log):
-            os.replace(self.venue_log, self.venue_log + ".1")  # a log spans one daemon run
-        self.venue = venues.make(self.ctx.cfg, self.venue_log, vlog.last_seq)
-        relog = not self.restarted  # requests of the previous run go into the new log
+        self.venue = venues.make(self.ctx.cfg, self.venue_log, last)
         now = time.monotonic_ns()
         for o in self.book.working():
             self.venue.restore(o.strategy, o.client_id, o.instrument, o.side, o.qty, o.filled,
@@ -365,24 +378,23 @@ class Executor(Agent):
             self.c_restored_orders.add()
             if not self.restarted:  # an earlier run's: not among this run's sent and acks
                 (self.c_restored_acked if o.state else self.c_restored_pending).add()
-            lo = vlog.orders.get(o.client_id)
+            lo = self.vlog.orders.get(o.client_id)
             for what, qty, price in (lo.requests if lo is not None else ()):
-                if what == "C":
-                    self.venue.cancel(o.strategy, o.client_id, now, log=relog)
+                if what == "C":  # (in the log already: carried out, not logged again)
+                    self.venue.cancel(o.strategy, o.client_id, now, log=False)
                     self.book.requested(o)
                 else:
-                    self.venue.replace(o.strategy, o.client_id, qty, price, now, log=relog)
+                    self.venue.replace(o.strategy, o.client_id, qty, price, now, log=False)
                     self.book.requested(o, qty)
                 self.c_requests_resent.add()
         self.c_working_orders.set(self.book.n_working)
         for s in self.strategies:
             s.skip_to, s.redo = 0, False
-            r = s.orders
-            begun = s.g_taking.value - 1
-            if self.restarted and r.position <= begun < r.position + r.available():
-                s.skip_to = begun + 1
-                s.redo = not self._left_trace(s, self.decode(r.ring.payload(begun)))
-        self.vlog = None  # what it said is applied (a long run's log is big: not kept)
+            if s.index in begun:
+                p, ev = begun[s.index]
+                s.skip_to = p + 1
+                s.redo = not self._left_trace(s, ev)
+        self.vlog = VenueLog()  # what it said is applied (a long run's log is big: not kept)
 
     def _last_reports(self, s: _Strategy, n: int):
         """The newest reports (and controls) in strategy `s`'s reports ring, newest first, at

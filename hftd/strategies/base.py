@@ -87,12 +87,14 @@ from __future__ import annotations
 
 import time
 
-from ..events import ORDER_ID_SHIFT, OrderAction, OrderReport, OrderRequest, ReportKind, Side, Tick
+from ..events import (ORDER_ID_SHIFT, OrderAction, OrderReport, OrderRequest, RejectReason,
+                      ReportKind, Side, Tick)
 from ..trading import OrdState, OrdType, TimeInForce, price_ok
 from ..trading.orders import IdSource, Order, OrderBook
 from ..trading.positions import Portfolio
 
 _FILL = ReportKind.FILL
+_CANCEL_REJECTED, _UNKNOWN = ReportKind.CANCEL_REJECTED, RejectReason.UNKNOWN_ORDER
 _FILLED = int(OrdState.FILLED)  # states below it are working
 _NEW, _CANCEL, _REPLACE = OrderAction.NEW, OrderAction.CANCEL, OrderAction.REPLACE
 _MARKET, _LIMIT = OrdType.MARKET, OrdType.LIMIT
@@ -358,7 +360,10 @@ class StrategyApi:
             self.positions[o.instrument].apply_fill(o.side, r.qty, r.price)
         if o.state >= _FILLED:
             self.working.pop(o.client_id, None)
-        if r.filled != o.filled or r.leaves != o.leaves:
+        if (r.filled != o.filled or r.leaves != o.leaves) and not (
+                r.kind == _CANCEL_REJECTED and r.reason == _UNKNOWN and o.state >= _FILLED):
+            # (an executor that no longer knows an order it had ended - restarted, or it
+            # forgot old ones - refuses a late cancel with no quantities to tell)
             self.mismatches += 1
         return o
 

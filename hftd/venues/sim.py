@@ -23,9 +23,13 @@ venue's audit trail: `python -m hftd.venues.sim <file>` prints it, one line a re
     <seq> E <owner> <cid> <kind> <qty> <price> <reason>                      an answer
 
 (owner: the strategy's index; side +1 buy, -1 sell; kind: `ReportKind`; qty and price of an
-answer as in the fill model). `seq` goes up by one a record, across restarts. The log spans
-one run of the daemon: at the daemon's start the previous one becomes `venue.log.1`, and the
-orders still working start the new one as R records.
+answer as in the fill model). `seq` is the record's number, 1, 2, 3, ..., across restarts of
+the executor and of the daemon: the log goes with the state store beside it, and both are
+checked together at start (`check_log`: ours, 0600, whole records numbered in order, and at
+least as long as the store says answers were applied; else one line naming it, exit 2). A
+start reads only what it needs of it (`read_log(since=...)`): the records after the ones
+every strategy was told of, and the earlier records of the orders those name or that still
+work; a long log costs a scan of two of its columns.
 
 Why a mapped file of fixed records and not text lines: a record is a few memory stores into a
 MAP_SHARED mapping (in the page cache the instant it is made, so a SIGKILL loses nothing
@@ -37,8 +41,10 @@ chunk being written is mapped (CHUNK records, 1 MiB), so a long run's log costs 
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
+import stat
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -46,8 +52,10 @@ import numpy as np
 
 from ..events import ReportKind
 from ..trading.fillmodel import SimVenue
+from ..trading.store import StateError
 
-__all__ = ["SimVenue", "LoggedSimVenue", "read_log", "records", "log_path", "VenueLog"]
+__all__ = ["SimVenue", "LoggedSimVenue", "read_log", "records", "check_log", "log_path",
+           "VenueLog"]
 
 LOG_NAME = "venue.log"
 _E_KINDS = frozenset(int(k) for k in ReportKind)
@@ -98,21 +106,78 @@ RECORD_BYTES = RECORD_WORDS * 8
 CHUNK = 8192  # records mapped at a time (1 MiB)
 
 
+def _open(path: str):
+    """The log's used records, checked (see `check_log`), as an int64 array of shape
+    (n, RECORD_WORDS) over a read-only mapping, and the mapping; (None, None) if missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None, None
+    except OSError as e:
+        why = "is a symlink" if e.errno == errno.ELOOP else e.strerror
+        raise StateError(f"venue log {path} {why}; move it away") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StateError(f"venue log {path} is not a regular file; move it away")
+        if st.st_uid != os.geteuid():
+            raise StateError(f"venue log {path} belongs to uid {st.st_uid}, not to you; move it "
+                             f"away or use another state_dir")
+        if st.st_mode & 0o077:
+            raise StateError(f"venue log {path} has mode {st.st_mode & 0o777:o}: others may read "
+                             f"or write it; chmod 600 {path}")
+        if st.st_size % RECORD_BYTES:
+            raise StateError(f"venue log {path} is {st.st_size} bytes, not a whole number of "
+                             f"{RECORD_BYTES}-byte records: cut short or not a venue log; move "
+                             f"it away (with the state store beside it, to start over)")
+        if not st.st_size:
+            return np.zeros((0, RECORD_WORDS), np.int64), None
+        mm = mmap.mmap(fd, st.st_size, mmap.MAP_SHARED, mmap.PROT_READ)
+    finally:
+        os.close(fd)
+    rec = np.frombuffer(mm, dtype=np.int64).reshape(-1, RECORD_WORDS)
+    n = _used(rec)
+    rec = rec[:n]
+    bad = np.flatnonzero((rec[:, 0] != np.arange(1, n + 1)) | (rec[:, 1] < N) | (rec[:, 1] > E))
+    if bad.size:
+        k = int(bad[0])
+        raise StateError(f"venue log {path}: record {k + 1} has sequence {int(rec[k, 0])} and "
+                         f"type {int(rec[k, 1])}: corrupt, or not a venue log; move it away "
+                         f"(with the state store beside it, to start over)")
+    return rec, mm
+
+
+def check_log(path: str, applied: int = 0) -> int:
+    """Check the venue log at `path` as the state store's companion: a regular file of ours
+    (not a symlink), mode 0600, whole records numbered 1, 2, 3, ..., and at least as long as
+    the store says answers were applied (`applied`: else it is not the log the store was kept
+    with). Its last sequence number (0: missing or empty); StateError naming the file else."""
+    rec, mm = _open(path)
+    n = 0 if rec is None else len(rec)
+    del rec  # (no view of the mapping may outlive it)
+    if mm is not None:
+        mm.close()
+    if applied > n:
+        raise StateError(f"venue log {path} ends at record {n}, but the state store beside it "
+                         f"has applied the venue's answers up to {applied}: it is not the log "
+                         f"the store was kept with (cut short or replaced); move both away to "
+                         f"start over")
+    return n
+
+
 def records(path: str):
     """The log's records in order, as tuples (seq, letter, values...) as in the module
-    docstring; a missing file has none."""
-    try:
-        raw = np.fromfile(path, dtype=np.int64)
-    except FileNotFoundError:
+    docstring; a missing file has none. StateError if it is not a sound log."""
+    rec, mm = _open(path)
+    if rec is None:
         return
-    rec = raw[: len(raw) // RECORD_WORDS * RECORD_WORDS].reshape(-1, RECORD_WORDS)
-    n = _used(rec)
-    for row in rec[:n].tolist():
+    rows = rec.tolist()
+    del rec  # (no view of the mapping may outlive it)
+    if mm is not None:
+        mm.close()
+    for row in rows:
         t = row[1]
-        k = _FIELDS.get(t)
-        if k is None:
-            continue
-        yield (row[0], _LETTER[t], *row[2:2 + k])
+        yield (row[0], _LETTER[t], *row[2:2 + _FIELDS[t]])
 
 
 def _used(rec) -> int:
@@ -121,23 +186,48 @@ def _used(rec) -> int:
     return int(empty[0]) if empty.size else len(rec)
 
 
-def read_log(path: str) -> VenueLog:
-    """Parse the venue log at `path` (missing: empty)."""
+def read_log(path: str, since: int | None = None, cids=()) -> VenueLog:
+    """Parse the venue log at `path` (missing: empty). With `since`, only what a start-up
+    needs is parsed (a long run's log is millions of records): everything after record
+    `since`, and before it only the records of the orders named there or in `cids`."""
     out = VenueLog()
+    rec, mm = _open(path)
+    if rec is None:
+        return out
+    out.last_seq = len(rec)
+    rows = _rows(rec, since, cids)
+    del rec  # (no view of the mapping may outlive it)
+    if mm is not None:
+        mm.close()
+    _parse(rows, out)
+    return out
+
+
+def _rows(rec, since: int | None, cids) -> list:
+    if since is None or since <= 0:
+        return rec.tolist()
+    late = rec[since:]
+    wanted = np.union1d(late[:, 3], np.fromiter(cids, np.int64))
+    early = rec[:since]
+    return early[np.isin(early[:, 3], wanted)].tolist() + late.tolist()
+
+
+def _parse(rows: list, out: VenueLog) -> None:
     orders = out.orders
-    for seq, t, *vals in records(path):
-        out.last_seq = seq
-        if t == "N":
+    for row in rows:
+        seq, t = row[0], row[1]
+        vals = row[2:2 + _FIELDS[t]]
+        if t == N:
             owner, cid, inst, side, qty, ord_type, tif, price = vals
             orders[cid] = LoggedOrder(owner, cid, inst, side, qty, ord_type, tif, price)
             out.new_orders += 1
-        elif t == "R":
+        elif t == R:
             owner, cid, inst, side, qty, filled, ord_type, tif, price, _acked = vals
             orders[cid] = LoggedOrder(owner, cid, inst, side, qty, ord_type, tif, price, filled)
-        elif t in ("C", "P"):
+        elif t == C or t == P:
             o = orders.get(vals[1])
             if o is not None:
-                o.requests.append(("P", vals[2], vals[3]) if t == "P" else ("C", 0, 0))
+                o.requests.append(("P", vals[2], vals[3]) if t == P else ("C", 0, 0))
                 o.last_request_seq = seq
         else:
             owner, cid, kind, qty, price, reason = vals
@@ -158,7 +248,6 @@ def read_log(path: str) -> VenueLog:
                 o.requests.pop(0)  # a venue answers a cid's requests in the order they came
             out.events.append((seq, owner, cid, kind, qty, price, reason, o.inst, o.side,
                                o.filled, 0 if o.ended else o.qty - o.filled))
-    return out
 
 
 class LoggedSimVenue(SimVenue):
@@ -170,17 +259,12 @@ class LoggedSimVenue(SimVenue):
 
     def __init__(self, path: str, latency_ns: int = 0, ioc_window_ns: int = 0,
                  last_seq: int = 0):
+        """`last_seq`: the log's last record (check_log): this one appends after it."""
         super().__init__(latency_ns, ioc_window_ns)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         self._mm = self._q = None
-        size = os.fstat(self._fd).st_size // RECORD_BYTES
-        used = 0
-        if size:  # where the records end (a restart appends to the log it left)
-            raw = np.fromfile(path, dtype=np.int64, count=size * RECORD_WORDS)
-            used = _used(raw.reshape(-1, RECORD_WORDS))
-            del raw
-        self._map(used // CHUNK)
-        self._slot = used % CHUNK
+        self._map(last_seq // CHUNK)
+        self._slot = last_seq % CHUNK
         self._next = last_seq + 1
         self._answers: deque = deque()
 
@@ -277,8 +361,14 @@ def main(argv=None) -> int:
     if len(args) != 1:
         print("usage: python -m hftd.venues.sim <venue.log>", file=sys.stderr)
         return 2
-    for rec in records(args[0]):
-        print(" ".join(str(x) for x in rec))
+    try:
+        for rec in records(args[0]):
+            print(" ".join(str(x) for x in rec))
+    except StateError as e:
+        print(f"hftd: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
