@@ -438,7 +438,7 @@ def test_the_slot_minimums_follow_the_events():
 ACCEPTED = {
     # every ring at the smallest slot its largest event fits in
     "smallest-slots": "[rings.ticks]\nslot_size = 56\n[rings.orders]\nslot_size = 104\n"
-                      "[rings.reports]\nslot_size = 104\n[rings.control]\nslot_size = 40\n",
+                      "[rings.reports]\nslot_size = 112\n[rings.control]\nslot_size = 40\n",
     # the extremes of the synthetic feed and of the risk limits
     "feed-extremes": "[producer.synthetic]\nseed = 9223372036854775807\n"
                      "start_price = 9007199254740991\nmax_qty = 1000000000\nrate = 0.0\n"

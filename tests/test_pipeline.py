@@ -87,7 +87,10 @@ def test_five_pinned_processes_then_ctrl_c_drains_and_exits_zero(instance, tmp_p
         assert len(pids) == 5
         by_role = {a.cmdline()[a.cmdline().index("agent") + 1]: a for a in agents}
         assert set(by_role) == {"producer", "dispatcher", "strategy", "executor"}
-        time.sleep(1.0)  # let it trade a little
+        # an agent pins itself before it says RUNNING (a fixed sleep lost the race under load:
+        # the process exists while it is still importing, unpinned)
+        wait_running(instance)
+        time.sleep(0.5)  # let it trade a little
         expected = {"producer": [0], "dispatcher": [1], "strategy": [1], "executor": [0]}
         for role, cpus in expected.items():
             assert by_role[role].cpu_affinity() == cpus, role
