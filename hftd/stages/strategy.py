@@ -16,7 +16,8 @@ process, and the next run of the daemon, continue it, so an id is never issued t
 Start-up is recovery (every start, the daemon's or after a kill): before its first tick the
 stage asks the executor for its positions and working orders (RECONCILE in order on the
 orders ring; the executor answers with a snapshot and RECONCILED in order on the reports
-ring) and starts its book from them. The reports queued before the answer have their effect
+ring) and starts its book from them; then the strategy's `on_start` and `on_load` (its saved
+state) run, seeing those positions. The reports queued before the answer have their effect
 in the snapshot; those no process of this strategy had handled still reach its callbacks
 (`reports_after_restart`), and the ones a dead process had handled or begun do not
 (`report_started`, written before a report's callbacks; `reports_skipped`). Likewise a tick
@@ -261,6 +262,7 @@ class StrategyStage(Agent):
         self.api.save_state = self._save_state
         self.strategy = load_strategy_class(scfg.class_)(self.api, scfg.params)
         self.started = False  # on_start (and on_load) done
+        self.saved = None  # the saved state, read at the process's start, for on_load
         self.load_pending = False  # a saved state is still to be given to on_load ...
         self.save_deferred = False  # ... and the strategy asked for a save meanwhile
         self.save_every_ns = 0
@@ -301,6 +303,9 @@ class StrategyStage(Agent):
             cmd = commands.read_command(ctx.runtime_dir, ctx.instance, ctx.agent)
             if cmd.seq != seq:
                 raise ValueError(f"command {seq} was replaced by command {cmd.seq}")
+            if not self.started:
+                raise ValueError(f"strategy {self.name} is starting (reconciling with the "
+                                 f"executor): try again in a moment")
             reply = commands.CommandReply(seq, True, self.strategy.on_command(cmd.name,
                                                                                dict(cmd.args)))
         except ValueError as e:
@@ -311,12 +316,28 @@ class StrategyStage(Agent):
         self.c_command_done.set(seq)
 
     def on_start(self) -> None:
+        """The process's start: the saved state is read and checked at once (an unusable
+        file stops it before anything else); the strategy's own on_start and on_load come
+        once the executor's answer has given it its positions and working orders (`_begin`),
+        so they see them."""
+        try:
+            self._remove_stale_temporaries()
+            self.saved = read_state_file(self.state_file, type(self.strategy))
+        except StateError as e:
+            self._bad_state(e)
+
+    def _bad_state(self, e: StateError) -> None:
+        """One line, no traceback, exit 2: the file must be fixed first."""
+        ctx = self.ctx
+        print(f"hftd[{ctx.instance}] {ctx.agent}: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_BAD_STATE) from None
+
+    def _begin(self) -> None:
+        """Reconciled: the strategy's on_start, then on_load with its saved state."""
         try:
             self._start_strategy()
-        except StateError as e:  # one line, no traceback: the file must be fixed first
-            ctx = self.ctx
-            print(f"hftd[{ctx.instance}] {ctx.agent}: error: {e}", file=sys.stderr, flush=True)
-            raise SystemExit(EXIT_BAD_STATE) from None
+        except StateError as e:
+            self._bad_state(e)
         self.started = True
         strategy = self.strategy
         self.timer_ns = int(strategy.timer_s * 1e9)
@@ -327,10 +348,10 @@ class StrategyStage(Agent):
 
     def _start_strategy(self) -> None:
         """on_start, then on_load with the saved state if there is one; the file is read and
-        checked first, so a save from on_start never replaces a file nobody read."""
-        self._remove_stale_temporaries()
+        checked first (on_start), so a save from on_start never replaces a file nobody
+        read."""
         strategy = self.strategy
-        saved = read_state_file(self.state_file, type(strategy))
+        saved, self.saved = self.saved, None
         self.load_pending = saved is not None
         strategy.on_start()
         if saved is None:
@@ -538,6 +559,7 @@ class StrategyStage(Agent):
                 self.late_reports.append(ev)
         r.commit(n)
         if not self.reconciling:
+            self._begin()
             self._late_reports()
         return n
 
