@@ -97,6 +97,21 @@ class StateError(RuntimeError):
     """The state file cannot be used as it is (the message names the file and why)."""
 
 
+def check_private_file(fd: int, what: str, path: str) -> os.stat_result:
+    """The stat of the file open at `fd` if it is a regular file of ours that nobody else may
+    read or write (a state file: the store, the venue's log); StateError naming it else."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise StateError(f"{what} {path} is not a regular file; move it away")
+    if st.st_uid != os.geteuid():
+        raise StateError(f"{what} {path} belongs to uid {st.st_uid}, not to you; move it away "
+                         f"or use another state_dir")
+    if st.st_mode & 0o077:
+        raise StateError(f"{what} {path} has mode {st.st_mode & 0o777:o}: others may read or "
+                         f"write it; chmod 600 {path}")
+    return st
+
+
 def key(name: str) -> int:
     """A name's 63-bit key (never 0: 0 marks an unused record)."""
     h = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
@@ -175,15 +190,7 @@ class TradingState:
         except OSError as e:
             raise StateError(f"state file {path}: {e.strerror}") from None
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise StateError(f"state file {path} is not a regular file")
-            if st.st_uid != os.geteuid():
-                raise StateError(f"state file {path} belongs to uid {st.st_uid}, not to you; "
-                                 f"remove it or use another state_dir")
-            if st.st_mode & 0o077:
-                raise StateError(f"state file {path} has mode {st.st_mode & 0o777:o}: others "
-                                 f"may read or write it; chmod 600 {path}")
+            st = check_private_file(fd, "state file", path)
             if st.st_size != SIZE:
                 raise StateError(f"state file {path} is {st.st_size} bytes, expected {SIZE} "
                                  f"(layout version {VERSION}); it is not an hftd state file of "

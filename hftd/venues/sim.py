@@ -44,7 +44,6 @@ from __future__ import annotations
 import errno
 import mmap
 import os
-import stat
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -52,7 +51,7 @@ import numpy as np
 
 from ..events import ReportKind
 from ..trading.fillmodel import SimVenue
-from ..trading.store import StateError
+from ..trading.store import StateError, check_private_file
 
 __all__ = ["SimVenue", "LoggedSimVenue", "read_log", "records", "check_log", "log_path",
            "VenueLog"]
@@ -117,15 +116,7 @@ def _open(path: str):
         why = "is a symlink" if e.errno == errno.ELOOP else e.strerror
         raise StateError(f"venue log {path} {why}; move it away") from None
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise StateError(f"venue log {path} is not a regular file; move it away")
-        if st.st_uid != os.geteuid():
-            raise StateError(f"venue log {path} belongs to uid {st.st_uid}, not to you; move it "
-                             f"away or use another state_dir")
-        if st.st_mode & 0o077:
-            raise StateError(f"venue log {path} has mode {st.st_mode & 0o777:o}: others may read "
-                             f"or write it; chmod 600 {path}")
+        st = check_private_file(fd, "venue log", path)
         if st.st_size % RECORD_BYTES:
             raise StateError(f"venue log {path} is {st.st_size} bytes, not a whole number of "
                              f"{RECORD_BYTES}-byte records: cut short or not a venue log; move "
