@@ -76,3 +76,12 @@ def test_order_counter_identities_are_not_checked_in_a_run_with_restarts(real_re
     assert report.invariants(rep) == []
     rep["orders"]["working"] = 1
     assert len(report.invariants(rep)) == 1
+
+
+def test_a_stop_that_gave_up_is_not_also_reported_as_rings_left_full(real_report):
+    """A run that ended by giving up (every strategy quarantined, a stop that abandoned
+    events) is reported as that; the rings it left are not a second failure."""
+    rep = copy.deepcopy(real_report[0])
+    rep["flow"]["rings"]["ticks.sample"]["in_flight"] = 178
+    rep["abandoned"] = {"ring ticks.sample": 178}
+    assert report.invariants(rep) == []

@@ -118,3 +118,15 @@ def test_the_daemon_refuses_to_start_on_a_venue_log_that_is_not_its_stores(run_h
     lines = [ln for ln in res.stderr.splitlines() if "venue log" in ln]
     assert len(lines) == 1 and path in lines[0] and "not the log the store was kept" in lines[0]
     assert "Traceback" not in res.stderr
+
+
+def test_a_log_with_something_past_its_end_is_refused_at_once(tmp_path):
+    """Found by the second hostile review: bytes after a gap of empty records were accepted
+    at start and called corrupt only when the venue had written up to them."""
+    path = tmp_path / "venue.log"
+    n = _log(path)
+    with open(path, "r+b") as f:
+        f.seek((n + 2) * RECORD_WORDS * 8)
+        f.write(os.urandom(128))
+    with pytest.raises(StateError, match=f"record {n + 3}, after the log's end"):
+        check_log(str(path))

@@ -128,6 +128,13 @@ def _open(path: str):
         os.close(fd)
     rec = np.frombuffer(mm, dtype=np.int64).reshape(-1, RECORD_WORDS)
     n = _used(rec)
+    if rec[n:].any():  # the venue extends its log with zeros: anything else is not its own
+        k = n + int(np.flatnonzero(rec[n:].any(axis=1))[0])
+        del rec
+        mm.close()
+        raise StateError(f"venue log {path}: record {k + 1}, after the log's end (record {n}), "
+                         f"is not empty: corrupt, or not a venue log; move it away (with the "
+                         f"state store beside it, to start over)")
     rec = rec[:n]
     bad = np.flatnonzero((rec[:, 0] != np.arange(1, n + 1)) | (rec[:, 1] < N) | (rec[:, 1] > E))
     if bad.size:
