@@ -100,7 +100,7 @@ def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
                                      "report_mismatches": v["report_mismatches"],
                                      "refused": v["orders_refused"]}
                               for name, v in by_name.items()}}
-    return {
+    out = {
         "flow": flow,
         "recovery": recovery(agents, disp, by_name, ev),
         "wall_time_s": round(wall_time_s, 3),
@@ -118,6 +118,85 @@ def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
         "stages": stages,
         "rings": rings,
     }
+    feed = taifex(prod, cfg)
+    if feed is not None:
+        out["taifex"] = feed
+    return out
+
+
+def taifex(prod: dict, cfg=None) -> dict | None:
+    """The taifex feed's replay (feed = "taifex"): every row of the files opened so far
+    accounted for, where the replay is, and per instrument the ticks, lots, first and last
+    price it fed. None for another feed."""
+    if "feed.rows_read" not in prod:
+        return None
+    import datetime
+
+    from .feeds.taifex import REJECT_REASONS, TaifexError, expand
+
+    files: list[str] = []
+    if cfg is not None:
+        try:
+            files = expand(cfg.producer.taifex.path)
+        except TaifexError:
+            pass
+    k = prod["feed.file"]
+    last_ns = prod["feed.last_exchange_ns"]
+    last = (datetime.datetime.fromtimestamp(last_ns / 1e9, datetime.timezone(
+        datetime.timedelta(hours=8))).isoformat() if last_ns else None)
+    instruments = {}
+    for ins in (cfg.instruments if cfg is not None else ()):
+        if not ins.taifex or f"feed.ticks.{ins.symbol}" not in prod:
+            continue
+        tick = Decimal(ins.tick_size)
+        f, lst = prod[f"feed.first.{ins.symbol}"], prod[f"feed.last.{ins.symbol}"]
+        instruments[ins.symbol] = {
+            "taifex": ins.taifex, "expiry": ins.expiry or "front month",
+            "ticks": prod[f"feed.ticks.{ins.symbol}"], "lots": prod[f"feed.lots.{ins.symbol}"],
+            "first": float(f * tick) if f else None, "last": float(lst * tick) if lst else None}
+    return {
+        "rows": {"read": prod["feed.rows_read"], "ticks": prod["feed.ticks"],
+                 "ticks_to_replay": prod["feed.pending"],
+                 "spread_skipped": prod["feed.spread_skipped"],
+                 "unconfigured_skipped": prod["feed.unconfigured_skipped"],
+                 "rejected": prod["feed.rejected"],
+                 "rejected_by_reason": {r: prod[f"feed.rejected.{r}"] for r in REJECT_REASONS},
+                 "auction_ticks": prod["feed.auction_ticks"],
+                 "unreadable_files": prod["feed.unreadable_files"]},
+        "fed": prod["feed.ticks"] - prod["feed.pending"],
+        "progress": {"file": k, "files": prod["feed.files"],
+                     "name": files[k - 1] if 0 < k <= len(files) else None,
+                     "file_position": prod["feed.file_position"],
+                     "file_ticks": prod["feed.file_ticks"],
+                     "percent": prod["feed.progress_ppm"] / 1e4,
+                     "last_exchange_time": last},
+        "instruments": instruments,
+    }
+
+
+def taifex_lines(rep: dict) -> list[str]:
+    t = rep.get("taifex")
+    if not t:
+        return []
+    r, p = t["rows"], t["progress"]
+    why = ", ".join(f"{k} {n}" for k, n in r["rejected_by_reason"].items() if n)
+    name = p["name"] or "-"
+    lines = [
+        f"taifex replay: file {p['file']}/{p['files']} {name}  tick {p['file_position']:,} of "
+        f"{p['file_ticks']:,}  {p['percent']:.1f} % done  exchange time "
+        f"{p['last_exchange_time'] or '-'}",
+        f"  rows read {r['read']:,} = ticks {r['ticks']:,} (fed {t['fed']:,}, to replay "
+        f"{r['ticks_to_replay']:,}) + spread {r['spread_skipped']:,} + not configured "
+        f"{r['unconfigured_skipped']:,} + rejected {r['rejected']:,}"
+        + (f" ({why})" if why else "") + f"; opening auction ticks {r['auction_ticks']:,}"
+        + (f"; unreadable files {r['unreadable_files']}" if r["unreadable_files"] else ""),
+    ]
+    for sym, v in t["instruments"].items():
+        first = "-" if v["first"] is None else f"{v['first']:,.2f}"
+        last = "-" if v["last"] is None else f"{v['last']:,.2f}"
+        lines.append(f"  {sym:<8} ({v['taifex']} {v['expiry']}): ticks {v['ticks']:,} lots "
+                     f"{v['lots']:,} first {first} last {last}")
+    return lines
 
 
 def recovery(agents: dict, disp: dict, by_strategy: dict, ev: dict) -> dict:
@@ -128,8 +207,9 @@ def recovery(agents: dict, disp: dict, by_strategy: dict, ev: dict) -> dict:
         "ticks": {
             # ticks a strategy was given again and did not handle again (seen by seq)
             "replays_suppressed": sum(s["replays_suppressed"] for s in strategies),
-            # ticks a killed strategy process had begun: not handled again by the next one
-            "begun_by_a_dead_process": sum(s["restart_skipped"] for s in strategies),
+            # ticks a killed strategy process had handled, or begun, and not committed: not
+            # handed to the next one
+            "handled_by_a_dead_process": sum(s["restart_skipped"] for s in strategies),
             # ticks a killed dispatcher had routed: not routed again by the next one
             "not_routed_again": sum(n for k, n in disp.items()
                                     if k.startswith("replays_skipped.")),
@@ -168,6 +248,14 @@ def invariants(rep: dict) -> list[str]:
     check(f["received"] == f["published"] + f["conflated"] + f["dropped"] + f["rejected"]
           + f["conflation_pending"], f"feed: received {f['received']} != published + conflated "
           f"+ dropped + rejected + pending")
+    t = rep.get("taifex")
+    if t:
+        r = t["rows"]
+        check(r["read"] == r["ticks"] + r["spread_skipped"] + r["unconfigured_skipped"]
+              + r["rejected"], f"taifex: rows read {r['read']} != ticks + spread + not "
+              f"configured + rejected")
+        check(t["fed"] == f["received"], f"taifex: ticks fed {t['fed']} != received "
+              f"{f['received']}")
     gaps = {name: v["seq_gaps"] for name, v in
             ((n.split(".", 1)[1], s["values"]) for n, s in rep["stages"].items()
              if s["role"] == "strategy")}
@@ -223,8 +311,8 @@ def recovery_lines(rep: dict) -> list[str]:
     t, o, v = r["ticks"], r["orders"], r["venue"]
     return [
         "recovery: restarts " + (" ".join(f"{k} {n}" for k, n in restarted.items()) or "none"),
-        f"  ticks: replays suppressed {t['replays_suppressed']}, begun by a dead process "
-        f"{t['begun_by_a_dead_process']}, not routed again {t['not_routed_again']}, not fed "
+        f"  ticks: replays suppressed {t['replays_suppressed']}, handled by a dead process "
+        f"{t['handled_by_a_dead_process']}, not routed again {t['not_routed_again']}, not fed "
         f"again {t['not_fed_again']}",
         f"  orders: duplicates refused {o['duplicates_refused']}, signals lost "
         f"{o['signals_lost']}, requests not taken again {o['requests_not_taken_again']}, taken "
@@ -317,6 +405,7 @@ def summary_text(rep: dict) -> str:
         f"ticks: received {t['received']} published {t['published']} delivered "
         f"{t['delivered_to_strategies']} rejected {t['rejected']} conflated {t['conflated']} "
         f"dropped {t['dropped']} seq gaps {t['seq_gaps']}",
+        *taifex_lines(rep),
         *order_lines(rep),
         *position_lines(rep),
         *recovery_lines(rep),
