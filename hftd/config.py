@@ -84,6 +84,8 @@ _DECIMAL_RE = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 
 
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
+_TAIFEX_CODE_RE = re.compile(r"[A-Z0-9]{1,8}")
+_MONTH_RE = re.compile(r"(19|20)[0-9]{2}[01][0-9]")
 _CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _OFFSET_RE = re.compile(r"([+-])([01][0-9]):([0-5][0-9])")
 MAX_MULTIPLIER = 1e9  # currency per price point: far beyond any contract
@@ -101,8 +103,19 @@ class Instrument(_Base):
     currency: str = "TWD"  # ISO 4217 code; every instrument of an instance has the same one
     fee_per_lot: float = 0.0  # currency per lot and side (the broker's and exchange's fees)
     tax_rate: float = 0.0  # transaction tax, share of the notional per side (TAIFEX index futures: 0.00002)
+    taifex: str = ""  # feed = "taifex": the product code in TAIFEX's files (TX, MTX, TE, ...); "" = none
+    expiry: str = ""  # feed = "taifex": the contract month YYYYMM; "" = the front month of each file
 
     def __post_init__(self):
+        if self.taifex and not _TAIFEX_CODE_RE.fullmatch(self.taifex):
+            raise ValueError(f"taifex {_short(self.taifex)} must be a TAIFEX product code: 1-8 "
+                             f"capital letters or digits, such as 'TX' or 'MTX'")
+        if self.expiry:
+            if not self.taifex:
+                raise ValueError("expiry is set but taifex (the product code) is not")
+            if not (_MONTH_RE.fullmatch(self.expiry) and 1 <= int(self.expiry[4:]) <= 12):
+                raise ValueError(f"expiry {_short(self.expiry)} must be a contract month "
+                                 f"YYYYMM, such as '202612', or \"\" for the front month")
         s = self.symbol
         if not (1 <= len(s) <= 32 and s.isprintable() and not any(c.isspace() for c in s)):
             raise ValueError(f"symbol {_short(s)} is invalid: 1-32 printable characters, no "
@@ -240,19 +253,37 @@ class SyntheticFeedConfig(_Base):
         _int_in("max_qty", self.max_qty, 1, MAX_QTY)
 
 
+class TaifexFeedConfig(_Base):
+    path: str = ""  # a Daily_YYYY_MM_DD.csv or .zip, a directory of them, or a glob
+    speed: float = 0.0  # 0 = as fast as the pipeline takes them, 1 = as recorded, N = N times faster
+
+    def __post_init__(self):
+        if "\0" in self.path:
+            raise ValueError("path contains a NUL character")
+        _float_in("speed", self.speed, 0, 1e6)
+
+
 def _batch_ok(batch: int, key: str = "batch") -> None:
     _int_in(key, batch, 1, 1 << 20)
 
 
 class ProducerConfig(_Base):
     cpus: list[int] = []
-    feed: Literal["synthetic"] = "synthetic"
+    feed: Literal["synthetic", "taifex"] = "synthetic"
     batch: int = 512  # most ticks taken from the feed per publish
     synthetic: SyntheticFeedConfig = msgspec.field(default_factory=SyntheticFeedConfig)
+    taifex: TaifexFeedConfig = msgspec.field(default_factory=TaifexFeedConfig)
 
     def __post_init__(self):
         _check_cpus(self.cpus)
         _batch_ok(self.batch)
+        if self.feed == "taifex":
+            from .feeds.taifex import TaifexError, expand
+
+            try:
+                expand(self.taifex.path)
+            except TaifexError as e:
+                raise ValueError(f"taifex.path: {e}") from None
 
 
 def _batches_ok(lo: int, hi: int) -> None:
@@ -530,7 +561,7 @@ def _default_instruments() -> list[Instrument]:
         d = T[product]
         return Instrument(symbol=symbol, tick_size=d["tick_size"],
                           multiplier=float(d["multiplier"]), currency=d["currency"],
-                          tax_rate=float(d["tax_rate"]))
+                          tax_rate=float(d["tax_rate"]), taifex=product)
 
     return [taifex("TXF", "TX"), taifex("MXF", "MTX"), taifex("TMF", "TMF"), taifex("TE", "TE"),
             taifex("TF", "TF")]
@@ -574,6 +605,16 @@ class Config(_Base):
             raise ValueError(f"instruments[{odd}].currency: {currencies[odd]!r} differs from "
                              f"instruments[0].currency {currencies[0]!r}: an instance's P&L "
                              f"is summed in one currency")
+        if self.producer.feed == "taifex":
+            coded = [(i.taifex, i.expiry) for i in self.instruments if i.taifex]
+            if not coded:
+                raise ValueError("instruments: feed = 'taifex' needs at least one instrument "
+                                 "with a taifex product code (taifex = \"TX\", say)")
+            again = _second(coded)
+            if again is not None:
+                k = [n for n, i in enumerate(self.instruments) if i.taifex][again]
+                raise ValueError(f"instruments[{k}].taifex: {coded[again][0]!r} with expiry "
+                                 f"{coded[again][1]!r} is already another instrument's")
         names = [s.name for s in self.strategies]
         if not names:
             raise ValueError("strategies: at least one strategy is needed")

@@ -95,6 +95,8 @@ class HftdCollector:
                 day_pnl.add_metric([], vals["day_pnl"] / 100)
             for name, kind in block.schema.values:
                 value = vals[name]
+                if a.role == "producer" and name.startswith("feed."):
+                    continue  # the file feed's own metrics (_feed_metrics)
                 if a.role == "executor" and (name.split(".", 1)[0] in _POSITION
                                              or name == "day_pnl"):
                     continue
@@ -125,6 +127,7 @@ class HftdCollector:
                 _histogram(t2t, [], hists["tick_to_trade"])
         yield from (stage_lat, t2t, events, gauges, conflated, dropped, rejected, alarms,
                     order_rejects, position, pnl, avg, lots, day_pnl)
+        yield from _feed_metrics(v.blocks["producer"].snapshot()["values"])
 
         occ = GaugeMetricFamily("hftd_ring_occupancy_ratio", "Ring occupancy (write - read cursor) "
                                 "over capacity", labels=["ring"])
@@ -165,6 +168,50 @@ class HftdCollector:
         paused = GaugeMetricFamily("hftd_trading_paused", "1 while the kill switch is on")
         paused.add_metric([], v.blocks["executor"].get("paused"))
         yield from (up, age, restarts, cpu, rss, paused)
+
+
+def _feed_metrics(vals: dict):
+    """feed = "taifex": its rows by outcome, rejected rows by reason, progress and the
+    per-instrument figures (the producer's `feed.*` values)."""
+    if "feed.rows_read" not in vals:
+        return
+    rows = CounterMetricFamily("hftd_feed_rows", "Rows of the TAIFEX files opened so far, by "
+                               "outcome (read = ticks + spread + unconfigured + rejected)",
+                               labels=["outcome"])
+    for k in ("rows_read", "ticks", "spread_skipped", "unconfigured_skipped", "rejected",
+              "auction_ticks"):
+        rows.add_metric([k.replace("rows_", "")], vals[f"feed.{k}"])
+    rejected = CounterMetricFamily("hftd_feed_rejected_rows", "Rows of the TAIFEX files "
+                                   "rejected, by reason", labels=["reason"])
+    fed = CounterMetricFamily("hftd_feed_instrument_ticks", "Ticks the TAIFEX replay fed, per "
+                              "instrument", labels=["instrument"])
+    lots = CounterMetricFamily("hftd_feed_instrument_lots", "Lots of the ticks the TAIFEX "
+                               "replay fed, per instrument", labels=["instrument"])
+    last = GaugeMetricFamily("hftd_feed_last_price_ticks", "Last price the TAIFEX replay fed, "
+                             "per instrument, in ticks", labels=["instrument"])
+    for k, v in vals.items():
+        if k.startswith("feed.rejected."):
+            rejected.add_metric([k[len("feed.rejected."):]], v)
+        elif k.startswith("feed.ticks."):
+            fed.add_metric([k[len("feed.ticks."):]], v)
+        elif k.startswith("feed.lots."):
+            lots.add_metric([k[len("feed.lots."):]], v)
+        elif k.startswith("feed.last."):
+            last.add_metric([k[len("feed.last."):]], v)
+    progress = GaugeMetricFamily("hftd_feed_progress_ratio", "Share of the TAIFEX files' bytes "
+                                 "replayed")
+    progress.add_metric([], vals["feed.progress_ppm"] / 1e6)
+    files = GaugeMetricFamily("hftd_feed_file", "The TAIFEX file being replayed (1-based) and "
+                              "how many there are", labels=["what"])
+    files.add_metric(["current"], vals["feed.file"])
+    files.add_metric(["total"], vals["feed.files"])
+    pending = GaugeMetricFamily("hftd_feed_pending_ticks", "Ticks of the opened TAIFEX files "
+                                "not fed yet")
+    pending.add_metric([], vals["feed.pending"])
+    t = GaugeMetricFamily("hftd_feed_exchange_time_seconds", "Exchange time of the last tick "
+                          "the TAIFEX replay fed (since the epoch)")
+    t.add_metric([], vals["feed.last_exchange_ns"] / 1e9)
+    yield from (rows, rejected, fed, lots, last, progress, files, pending, t)
 
 
 def _positions(vals: dict, position, pnl, avg, lots) -> None:

@@ -2,6 +2,9 @@
 
 A feed has one method, ``poll(max_n, now_ns) -> FeedBatch | None`` (None: nothing due now),
 and one property, ``exhausted`` (the source has ended: the producer then ends its stream).
+A feed a restarted producer can continue also has ``position`` (ticks taken so far) and
+``advance(n)`` (skip the first n): `synthetic` (a random walk) and `taifex` (TAIFEX's daily
+tick files, hftd.feeds.taifex) both do.
 Columns rather than objects, so the producer can validate a batch with numpy; a poll of a
 few ticks may return Python lists instead of arrays (numpy's per-call cost would dominate).
 """
@@ -29,11 +32,15 @@ class FeedBatch:
                          self.t_exchange[which])
 
 
-def make(cfg):
+def make(cfg, **kw):
     if cfg.producer.feed == "synthetic":
         from .synthetic import SyntheticFeed
 
         return SyntheticFeed(cfg.producer.synthetic, len(cfg.instruments))
+    if cfg.producer.feed == "taifex":
+        from .taifex import TaifexFeed
+
+        return TaifexFeed(cfg.producer.taifex, cfg.instruments, **kw)
     raise ValueError(f"producer.feed: unknown feed {cfg.producer.feed!r}")
 
 

@@ -11,10 +11,15 @@ It takes nothing from the feed until the supervisor's START control event says t
 pipeline is up (ticks taken earlier would wait for agents still starting). On a SHUTDOWN
 control event (the supervisor stopping), or when the feed is exhausted, it publishes what
 it holds and ends its stream with a SHUTDOWN marker, which drains the pipeline behind it.
+
+A file feed (`taifex`) has values of its own (`feed.*`: rows by outcome, where the replay is,
+per instrument ticks, lots, first and last price), written after each poll that took ticks or
+opened a file; they are a function of the feed's position, so `_resume` re-derives them.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 
 import numpy as np
@@ -37,6 +42,24 @@ _CHECKPOINT = ("fed_before", "fed_after", "received_before", "received_after",
                "published_before", "published_after", "cursor_after")
 
 
+def _synthetic(cfg):
+    """`cfg` with the synthetic feed (the schema's common part)."""
+    import msgspec
+
+    return msgspec.structs.replace(cfg, producer=msgspec.structs.replace(cfg.producer,
+                                                                         feed="synthetic"))
+
+
+def _taifex_values(cfg) -> tuple:
+    """The taifex feed's values: its row counts, where the replay is, and per instrument."""
+    from ..feeds.taifex import COUNTS, PER_INSTRUMENT, PROGRESS
+
+    return (*((f"feed.{k}", COUNTER) for k in COUNTS),
+            *((f"feed.{k}", GAUGE) for k in PROGRESS),
+            *((f"feed.{k}.{i.symbol}", COUNTER if k in ("ticks", "lots") else GAUGE)
+              for i in cfg.instruments if i.taifex for k in PER_INSTRUMENT))
+
+
 class Producer(Agent):
     @classmethod
     def schema(cls, cfg) -> Schema:
@@ -48,7 +71,9 @@ class Producer(Agent):
                     ("last_ingest_ns", GAUGE), ("resumed_at", GAUGE),
                     *((f"ck.{k}", GAUGE) for k in _CHECKPOINT)),
             histograms=("stage",),
-        )
+        ) if cfg.producer.feed != "taifex" else Schema(
+            values=cls.schema(_synthetic(cfg)).values + _taifex_values(cfg),
+            histograms=("stage",))
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -57,7 +82,7 @@ class Producer(Agent):
         self.out = ctx.writer("ticks.in", "dispatcher")
         rc = cfg.rings.ticks
         self.flow = Flow(self.out, cfg.ticks_policy(), rc.high_watermark, rc.low_watermark)
-        self.feed = feeds.make(cfg)
+        self.feed = feeds.make(cfg, **self._feed_args(ctx))
         self.n_instruments = len(cfg.instruments)
         self.batch = cfg.producer.batch
         self.encode = Codec(TickStream).encode
@@ -70,8 +95,47 @@ class Producer(Agent):
         s_q, idx = s.q_values, s.index
         self._ck = [idx[f"ck.{k}"] for k in _CHECKPOINT]
         self._q = s_q
+        self._bind_feed(cfg)
         if s.q_header[stats_mod.H_RESTARTS]:
             self._resume()
+
+    # --- a file feed's counts and progress (feed = "taifex") ----------------------------
+    def _feed_args(self, ctx) -> dict:
+        if ctx.cfg.producer.feed != "taifex":
+            return {}
+        who = f"hftd[{ctx.instance}] {ctx.agent}"
+        block = ctx.stats
+        return {"log": lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
+                "beat": lambda: block.heartbeat(time.monotonic_ns())}
+
+    def _bind_feed(self, cfg) -> None:
+        """The feed's own values, written after each poll that took ticks or opened a file."""
+        self._feed_file = None
+        if cfg.producer.feed != "taifex":
+            self.feed_stats = None
+            return
+        from ..feeds.taifex import COUNTS, PER_INSTRUMENT, PROGRESS
+
+        s = self.ctx.stats
+        self._f_counts = [(k, s.value(f"feed.{k}")) for k in COUNTS]
+        self._f_progress = [(k, s.value(f"feed.{k}")) for k in PROGRESS]
+        self._f_inst = {i: [s.value(f"feed.{k}.{ins.symbol}") for k in PER_INSTRUMENT]
+                        for i, ins in enumerate(cfg.instruments) if ins.taifex}
+        self.feed_stats = self._feed_stats
+
+    def _feed_stats(self) -> None:
+        f = self.feed
+        self._feed_file = f.file_index
+        counts = f.counts
+        for k, v in self._f_counts:
+            v.set(counts[k])
+        prog = f.progress()
+        for k, v in self._f_progress:
+            v.set(prog[k])
+        inst = self._f_inst
+        for i, figures in f.instrument_figures().items():
+            for v, x in zip(inst[i], figures):
+                v.set(x)
 
     def _resume(self) -> None:
         """A restarted producer continues the feed where the previous one stopped: the
@@ -87,6 +151,8 @@ class Producer(Agent):
         if fed and hasattr(self.feed, "advance"):
             self.feed.advance(fed)
         self.c_resumed_at.set(fed)
+        if self.feed_stats:
+            self.feed_stats()
 
     def flush_pending(self) -> int:
         if self.flow.pending:
@@ -142,6 +208,8 @@ class Producer(Agent):
         received_before = self.c_received.value
         published_before = self.c_published.value
         b = self.feed.poll(wanted, time.monotonic_ns())
+        if self.feed_stats and (b is not None or self.feed.file_index != self._feed_file):
+            self.feed_stats()
         if b is None:
             return 0
         t_ingest = time.monotonic_ns()  # the ticks exist now: ingest time
