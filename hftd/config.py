@@ -263,16 +263,28 @@ class TaifexFeedConfig(_Base):
         _float_in("speed", self.speed, 0, 1e6)
 
 
+class RecordingFeedConfig(_Base):
+    path: str = ""  # a ticks-YYYYMMDD-RUN.rec file, a directory of them or a glob
+    speed: float = 0.0  # 0 = as fast as the pipeline takes them, 1 = as recorded (receive time), N = N times faster
+
+    def __post_init__(self):
+        if "\0" in self.path:
+            raise ValueError("path contains a NUL character")
+        _float_in("speed", self.speed, 0, 1e6)
+
+
 def _batch_ok(batch: int, key: str = "batch") -> None:
     _int_in(key, batch, 1, 1 << 20)
 
 
 class ProducerConfig(_Base):
     cpus: list[int] = []
-    feed: Literal["synthetic", "taifex"] = "synthetic"
+    feed: Literal["synthetic", "taifex", "recording"] = "synthetic"
     batch: int = 512  # most ticks taken from the feed per publish
+    record: str = ""  # a directory: record every published tick there (hftd.feeds.recording); "" = off
     synthetic: SyntheticFeedConfig = msgspec.field(default_factory=SyntheticFeedConfig)
     taifex: TaifexFeedConfig = msgspec.field(default_factory=TaifexFeedConfig)
+    recording: RecordingFeedConfig = msgspec.field(default_factory=RecordingFeedConfig)
 
     def __post_init__(self):
         _check_cpus(self.cpus)
@@ -284,6 +296,17 @@ class ProducerConfig(_Base):
                 expand(self.taifex.path)
             except TaifexError as e:
                 raise ValueError(f"taifex.path: {e}") from None
+        if "\0" in self.record:
+            raise ValueError("record contains a NUL character")
+        if self.record and os.path.exists(self.record) and not os.path.isdir(self.record):
+            raise ValueError(f"record: {self.record} exists and is not a directory")
+        if self.feed == "recording":
+            from .feeds.recording import RecordingError, expand as expand_recording
+
+            try:
+                expand_recording(self.recording.path)
+            except RecordingError as e:
+                raise ValueError(f"recording.path: {e}") from None
 
 
 def _batches_ok(lo: int, hi: int) -> None:
@@ -615,6 +638,13 @@ class Config(_Base):
                 k = [n for n, i in enumerate(self.instruments) if i.taifex][again]
                 raise ValueError(f"instruments[{k}].taifex: {coded[again][0]!r} with expiry "
                                  f"{coded[again][1]!r} is already another instrument's")
+        if self.producer.feed == "recording":
+            from .feeds.recording import RecordingError, check_instruments
+
+            try:
+                check_instruments(self.producer.recording.path, symbols)
+            except RecordingError as e:
+                raise ValueError(f"producer.recording.path: {e}") from None
         names = [s.name for s in self.strategies]
         if not names:
             raise ValueError("strategies: at least one strategy is needed")

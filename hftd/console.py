@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .report import (accounting_lines, order_lines, position_lines, recovery_lines,
-                     taifex_lines)
+from .report import (accounting_lines, order_lines, position_lines, recording_lines,
+                     recovery_lines, taifex_lines)
 
 
 def _us(v) -> str:
@@ -45,6 +45,7 @@ def render(st: dict) -> str:
                  f"{t['delivered_to_strategies']:,} rejected {t['rejected']:,} conflated "
                  f"{t['conflated']:,} dropped {t['dropped']:,} seq gaps {t['seq_gaps']:,}")
     lines.extend(taifex_lines(st))
+    lines.extend(recording_lines(st))
     lines.extend(order_lines(st))
     lines.extend(position_lines(st))
     lines.extend(recovery_lines(st))

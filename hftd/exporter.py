@@ -172,7 +172,11 @@ class HftdCollector:
 
 def _feed_metrics(vals: dict):
     """feed = "taifex": its rows by outcome, rejected rows by reason, progress and the
-    per-instrument figures (the producer's `feed.*` values)."""
+    per-instrument figures (the producer's `feed.*` values); feed = "recording": its
+    ticks and files, and the same progress gauges."""
+    if "feed.truncated_files" in vals:
+        yield from _recording_metrics(vals)
+        return
     if "feed.rows_read" not in vals:
         return
     rows = CounterMetricFamily("hftd_feed_rows", "Rows of the TAIFEX files opened so far, by "
@@ -212,6 +216,31 @@ def _feed_metrics(vals: dict):
                           "the TAIFEX replay fed (since the epoch)")
     t.add_metric([], vals["feed.last_exchange_ns"] / 1e9)
     yield from (rows, rejected, fed, lots, last, progress, files, pending, t)
+
+
+def _recording_metrics(vals: dict):
+    ticks = CounterMetricFamily("hftd_feed_recording_ticks", "Ticks of the recordings opened "
+                                "so far, by outcome (fed, to_replay)", labels=["outcome"])
+    ticks.add_metric(["fed"], vals["feed.ticks"] - vals["feed.pending"])
+    ticks.add_metric(["to_replay"], vals["feed.pending"])
+    bad = CounterMetricFamily("hftd_feed_recording_bad_files", "Recordings skipped (unreadable) "
+                              "or replayed up to a partial record (truncated)", labels=["what"])
+    bad.add_metric(["unreadable"], vals["feed.unreadable_files"])
+    bad.add_metric(["truncated"], vals["feed.truncated_files"])
+    progress = GaugeMetricFamily("hftd_feed_progress_ratio", "Share of the recordings' bytes "
+                                 "replayed")
+    progress.add_metric([], vals["feed.progress_ppm"] / 1e6)
+    files = GaugeMetricFamily("hftd_feed_file", "The recording being replayed (1-based) and "
+                              "how many there are", labels=["what"])
+    files.add_metric(["current"], vals["feed.file"])
+    files.add_metric(["total"], vals["feed.files"])
+    pending = GaugeMetricFamily("hftd_feed_pending_ticks", "Ticks of the opened recordings "
+                                "not fed yet")
+    pending.add_metric([], vals["feed.pending"])
+    t = GaugeMetricFamily("hftd_feed_exchange_time_seconds", "Exchange time of the last tick "
+                          "the replay fed (since the epoch)")
+    t.add_metric([], vals["feed.last_exchange_ns"] / 1e9)
+    yield from (ticks, bad, progress, files, pending, t)
 
 
 def _positions(vals: dict, position, pnl, avg, lots) -> None:

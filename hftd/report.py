@@ -121,7 +121,83 @@ def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
     feed = taifex(prod, cfg)
     if feed is not None:
         out["taifex"] = feed
+    feed = recording(prod, cfg)
+    if feed is not None:
+        out["recording"] = feed
+    rec = recorded(prod, cfg)
+    if rec is not None:
+        out["record"] = rec
     return out
+
+
+def _taipei(ns: int) -> str | None:
+    import datetime
+
+    return (datetime.datetime.fromtimestamp(ns / 1e9, datetime.timezone(
+        datetime.timedelta(hours=8))).isoformat() if ns else None)
+
+
+def recording(prod: dict, cfg=None) -> dict | None:
+    """The recording feed's replay (feed = "recording"): ticks of the files opened so far,
+    fed and still to replay, files skipped or truncated, where the replay is. None for
+    another feed."""
+    if "feed.truncated_files" not in prod:
+        return None
+    from .feeds.recording import RecordingError, expand
+
+    files: list[str] = []
+    if cfg is not None:
+        try:
+            files = expand(cfg.producer.recording.path)
+        except RecordingError:
+            pass
+    k = prod["feed.file"]
+    return {
+        "ticks": prod["feed.ticks"], "fed": prod["feed.ticks"] - prod["feed.pending"],
+        "ticks_to_replay": prod["feed.pending"],
+        "unreadable_files": prod["feed.unreadable_files"],
+        "truncated_files": prod["feed.truncated_files"],
+        "progress": {"file": k, "files": prod["feed.files"],
+                     "name": files[k - 1] if 0 < k <= len(files) else None,
+                     "file_position": prod["feed.file_position"],
+                     "file_ticks": prod["feed.file_ticks"],
+                     "percent": prod["feed.progress_ppm"] / 1e4,
+                     "last_exchange_time": _taipei(prod["feed.last_exchange_ns"])},
+    }
+
+
+def recorded(prod: dict, cfg=None) -> dict | None:
+    """[producer] record = DIR: where this run records (every published tick)."""
+    if "record.run" not in prod:
+        return None
+    import datetime
+
+    from .feeds.recording import file_name
+
+    day = prod["record.day"]
+    return {"dir": cfg.producer.record if cfg is not None else None, "run": prod["record.run"],
+            "file": file_name(day, prod["record.run"]) if day else None,
+            "ticks": prod["published"], "cut_at_restarts": prod["record.cut"]}
+
+
+def recording_lines(rep: dict) -> list[str]:
+    lines = []
+    t = rep.get("recording")
+    if t:
+        p = t["progress"]
+        lines.append(
+            f"recording replay: file {p['file']}/{p['files']} {p['name'] or '-'}  tick "
+            f"{p['file_position']:,} of {p['file_ticks']:,}  {p['percent']:.1f} % done  "
+            f"exchange time {p['last_exchange_time'] or '-'}")
+        lines.append(f"  ticks {t['ticks']:,} (fed {t['fed']:,}, to replay "
+                     f"{t['ticks_to_replay']:,}); unreadable files {t['unreadable_files']}; "
+                     f"truncated files {t['truncated_files']}")
+    r = rep.get("record")
+    if r:
+        lines.append(f"recording to {r['dir']}/{r['file'] or '-'}: ticks {r['ticks']:,}"
+                     + (f" ({r['cut_at_restarts']} written by a killed producer and not "
+                        f"published, cut)" if r["cut_at_restarts"] else ""))
+    return lines
 
 
 def taifex(prod: dict, cfg=None) -> dict | None:
@@ -255,6 +331,10 @@ def invariants(rep: dict) -> list[str]:
               + r["rejected"], f"taifex: rows read {r['read']} != ticks + spread + not "
               f"configured + rejected")
         check(t["fed"] == f["received"], f"taifex: ticks fed {t['fed']} != received "
+              f"{f['received']}")
+    t = rep.get("recording")
+    if t:
+        check(t["fed"] == f["received"], f"recording: ticks fed {t['fed']} != received "
               f"{f['received']}")
     gaps = {name: v["seq_gaps"] for name, v in
             ((n.split(".", 1)[1], s["values"]) for n, s in rep["stages"].items()
@@ -406,6 +486,7 @@ def summary_text(rep: dict) -> str:
         f"{t['delivered_to_strategies']} rejected {t['rejected']} conflated {t['conflated']} "
         f"dropped {t['dropped']} seq gaps {t['seq_gaps']}",
         *taifex_lines(rep),
+        *recording_lines(rep),
         *order_lines(rep),
         *position_lines(rep),
         *recovery_lines(rep),

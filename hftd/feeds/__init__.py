@@ -3,14 +3,18 @@
 A feed has one method, ``poll(max_n, now_ns) -> FeedBatch | None`` (None: nothing due now),
 and one property, ``exhausted`` (the source has ended: the producer then ends its stream).
 A feed a restarted producer can continue also has ``position`` (ticks taken so far) and
-``advance(n)`` (skip the first n): `synthetic` (a random walk) and `taifex` (TAIFEX's daily
-tick files, hftd.feeds.taifex) both do.
+``advance(n)`` (skip the first n): `synthetic` (a random walk), `taifex` (TAIFEX's daily
+tick files, hftd.feeds.taifex) and `recording` (a session recorded with `[producer] record`,
+hftd.feeds.recording) all do.
 Columns rather than objects, so the producer can validate a batch with numpy; a poll of a
 few ticks may return Python lists instead of arrays (numpy's per-call cost would dominate).
 """
 
 from __future__ import annotations
 
+import glob
+import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,9 +45,36 @@ def make(cfg, **kw):
         from .taifex import TaifexFeed
 
         return TaifexFeed(cfg.producer.taifex, cfg.instruments, **kw)
+    if cfg.producer.feed == "recording":
+        from .recording import RecordingFeed
+
+        return RecordingFeed(cfg.producer.recording, cfg.instruments, **kw)
     raise ValueError(f"producer.feed: unknown feed {cfg.producer.feed!r}")
 
 
 def column(x) -> list:
     """A FeedBatch column as a list of Python ints, whichever form it has."""
     return x.tolist() if isinstance(x, np.ndarray) else x
+
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+
+
+def files_named(path: str, in_dir, what_in_dir: str, error) -> list[str]:
+    """The files a file feed's `path` names, unordered: the file itself, the files of a
+    directory whose names `in_dir(name)` accepts (else `error(f"directory {path} has no
+    {what_in_dir}")`), or a glob's files; `error(message)` when it names none."""
+    if not path:
+        raise error("no path given")
+    if os.path.isdir(path):
+        found = [os.path.join(path, f) for f in os.listdir(path) if in_dir(f)]
+        what = f"directory {path} has no {what_in_dir}"
+    elif _GLOB_CHARS.search(path):
+        found = [f for f in glob.glob(path) if os.path.isfile(f)]
+        what = f"{path!r} matches no file"
+    else:
+        found = [path] if os.path.isfile(path) else []
+        what = f"{path}: no such file"
+    if not found:
+        raise error(what)
+    return found

@@ -38,7 +38,6 @@ is a function of the position (the files opened so far and the position in the c
 from __future__ import annotations
 
 import datetime
-import glob
 import os
 import re
 import sys
@@ -48,7 +47,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from . import FeedBatch
+from . import FeedBatch, files_named
 
 HEADER = "成交日期,商品代號,到期月份(週別),成交時間,成交價格,成交數量(B+S),近月價格,遠月價格,開盤集合競價"
 FIELD_NAMES = ("成交日期 (date)", "商品代號 (product)", "到期月份(週別) (expiry)",
@@ -65,7 +64,6 @@ _FIELD_OF = {"bad_row": None, "bad_date": 0, "bad_time": 3, "bad_price": 4, "off
 TAIPEI_OFFSET_S = 8 * 3600
 _DAY_RE = re.compile(r"Daily_(\d{4})_(\d{2})_(\d{2})", re.I)
 _MONTH_RE = re.compile(r"[0-9]{6}")
-_GLOB_CHARS = re.compile(r"[*?\[]")
 # the counters of the files opened so far, in this order (producer values `feed.<name>`)
 COUNTS = ("rows_read", "ticks", "spread_skipped", "unconfigured_skipped", "rejected",
           *(f"rejected.{r}" for r in REJECT_REASONS), "auction_ticks", "unreadable_files")
@@ -90,20 +88,8 @@ def expand(path: str) -> list[str]:
     Daily_*.csv / Daily_*.zip files) or a glob. Files are ordered by the Daily_YYYY_MM_DD date
     in their names (then by name); two files of one day (a zip and its unzipped csv) are an
     error, since that day would replay twice."""
-    if not path:
-        raise TaifexError("no path given")
-    if os.path.isdir(path):
-        found = [os.path.join(path, f) for f in os.listdir(path)
-                 if f.lower().endswith((".csv", ".zip")) and _date_key(f)]
-        what = f"directory {path} has no Daily_YYYY_MM_DD.csv or .zip file"
-    elif _GLOB_CHARS.search(path):
-        found = [f for f in glob.glob(path) if os.path.isfile(f)]
-        what = f"{path!r} matches no file"
-    else:
-        found = [path] if os.path.isfile(path) else []
-        what = f"{path}: no such file"
-    if not found:
-        raise TaifexError(what)
+    found = files_named(path, lambda f: f.lower().endswith((".csv", ".zip")) and _date_key(f),
+                        "Daily_YYYY_MM_DD.csv or .zip file", TaifexError)
     found.sort(key=lambda f: (_date_key(f) or ("9999",), os.path.basename(f)))
     seen: dict = {}
     for f in found:

@@ -12,8 +12,14 @@ pipeline is up (ticks taken earlier would wait for agents still starting). On a 
 control event (the supervisor stopping), or when the feed is exhausted, it publishes what
 it holds and ends its stream with a SHUTDOWN marker, which drains the pipeline behind it.
 
-A file feed (`taifex`) has values of its own (`feed.*`: rows by outcome, where the replay is,
-per instrument ticks, lots, first and last price), written after each poll that took ticks or
+With `[producer] record = DIR`, each batch is also appended to a recording
+(hftd.feeds.recording) before its publish; a restarted producer first cuts from the
+recording what its predecessor wrote and did not publish, so each published tick is
+recorded exactly once.
+
+A file feed (`taifex`, `recording`) has values of its own (`feed.*`: rows or ticks by
+outcome, where the replay is, and for taifex per instrument ticks, lots, first and last
+price), written after each poll that took ticks or
 opened a file; they are a function of the feed's position, so `_resume` re-derives them.
 """
 
@@ -42,12 +48,26 @@ _CHECKPOINT = ("fed_before", "fed_after", "received_before", "received_after",
                "published_before", "published_after", "cursor_after")
 
 
-def _synthetic(cfg):
-    """`cfg` with the synthetic feed (the schema's common part)."""
-    import msgspec
+# [producer] record = DIR: the run's id (names its files), records cut back at restarts
+# (written by a killed producer, never published), the trading day being written
+_RECORD_VALUES = (("record.run", GAUGE), ("record.cut", COUNTER), ("record.day", GAUGE))
 
-    return msgspec.structs.replace(cfg, producer=msgspec.structs.replace(cfg.producer,
-                                                                         feed="synthetic"))
+
+def _run_id(block) -> int:
+    """The recording run's id: the wall time of the run's first producer start (kept in the
+    stats block, so a restarted producer writes to the same files)."""
+    run = block.value("record.run")
+    if not run.value:
+        run.set(time.time_ns())
+    return run.value
+
+
+def _recording_values() -> tuple:
+    """The recording feed's values: its counts and where the replay is."""
+    from ..feeds.recording import COUNTS, PROGRESS
+
+    return (*((f"feed.{k}", COUNTER) for k in COUNTS),
+            *((f"feed.{k}", GAUGE) for k in PROGRESS))
 
 
 def _taifex_values(cfg) -> tuple:
@@ -63,17 +83,19 @@ def _taifex_values(cfg) -> tuple:
 class Producer(Agent):
     @classmethod
     def schema(cls, cfg) -> Schema:
-        return Schema(
-            values=(("received", COUNTER), ("published", COUNTER), ("conflated", COUNTER),
-                    ("dropped", COUNTER), ("rejected", COUNTER),
-                    *((f"rejected_{r}", COUNTER) for r in REJECT_REASONS),
-                    ("conflation_pending", GAUGE), ("first_ingest_ns", GAUGE),
-                    ("last_ingest_ns", GAUGE), ("resumed_at", GAUGE),
-                    *((f"ck.{k}", GAUGE) for k in _CHECKPOINT)),
-            histograms=("stage",),
-        ) if cfg.producer.feed != "taifex" else Schema(
-            values=cls.schema(_synthetic(cfg)).values + _taifex_values(cfg),
-            histograms=("stage",))
+        values = (("received", COUNTER), ("published", COUNTER), ("conflated", COUNTER),
+                  ("dropped", COUNTER), ("rejected", COUNTER),
+                  *((f"rejected_{r}", COUNTER) for r in REJECT_REASONS),
+                  ("conflation_pending", GAUGE), ("first_ingest_ns", GAUGE),
+                  ("last_ingest_ns", GAUGE), ("resumed_at", GAUGE),
+                  *((f"ck.{k}", GAUGE) for k in _CHECKPOINT))
+        if cfg.producer.feed == "taifex":
+            values += _taifex_values(cfg)
+        elif cfg.producer.feed == "recording":
+            values += _recording_values()
+        if cfg.producer.record:
+            values += _RECORD_VALUES
+        return Schema(values=values, histograms=("stage",))
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -96,31 +118,59 @@ class Producer(Agent):
         self._ck = [idx[f"ck.{k}"] for k in _CHECKPOINT]
         self._q = s_q
         self._bind_feed(cfg)
-        if s.q_header[stats_mod.H_RESTARTS]:
+        restarted = bool(s.q_header[stats_mod.H_RESTARTS])
+        self.recorder = self._make_recorder(ctx, restarted)
+        if restarted:
             self._resume()
+
+    # --- [producer] record = DIR ----------------------------------------------------------
+    def _make_recorder(self, ctx, restarted: bool):
+        """The session recorder (hftd.feeds.recording), or None. A restarted producer keeps
+        the run's id and first cuts what its predecessor wrote and did not publish."""
+        cfg = ctx.cfg
+        if not cfg.producer.record:
+            return None
+        from ..feeds.recording import Recorder
+
+        s = ctx.stats
+        rec = Recorder(cfg.producer.record, [i.symbol for i in cfg.instruments], ctx.instance,
+                       _run_id(s), self.out.position, restarted)
+        if rec.cut:
+            s.value("record.cut").add(rec.cut)
+        self._rec_day = s.value("record.day")
+        return rec
 
     # --- a file feed's counts and progress (feed = "taifex") ----------------------------
     def _feed_args(self, ctx) -> dict:
-        if ctx.cfg.producer.feed != "taifex":
+        if ctx.cfg.producer.feed not in ("taifex", "recording"):
             return {}
         who = f"hftd[{ctx.instance}] {ctx.agent}"
         block = ctx.stats
-        return {"log": lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
+        args = {"log": lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
                 "beat": lambda: block.heartbeat(time.monotonic_ns())}
+        if ctx.cfg.producer.feed == "recording" and ctx.cfg.producer.record:
+            # never replay the files this run is recording (same directory, or a glob)
+            args["skip_run"] = _run_id(block)
+        return args
 
     def _bind_feed(self, cfg) -> None:
         """The feed's own values, written after each poll that took ticks or opened a file."""
         self._feed_file = None
-        if cfg.producer.feed != "taifex":
+        if cfg.producer.feed == "recording":
+            from ..feeds.recording import COUNTS, PROGRESS
+
+            PER_INSTRUMENT = ()
+        elif cfg.producer.feed == "taifex":
+            from ..feeds.taifex import COUNTS, PER_INSTRUMENT, PROGRESS
+        else:
             self.feed_stats = None
             return
-        from ..feeds.taifex import COUNTS, PER_INSTRUMENT, PROGRESS
 
         s = self.ctx.stats
         self._f_counts = [(k, s.value(f"feed.{k}")) for k in COUNTS]
         self._f_progress = [(k, s.value(f"feed.{k}")) for k in PROGRESS]
         self._f_inst = {i: [s.value(f"feed.{k}.{ins.symbol}") for k in PER_INSTRUMENT]
-                        for i, ins in enumerate(cfg.instruments) if ins.taifex}
+                        for i, ins in enumerate(cfg.instruments) if ins.taifex and PER_INSTRUMENT}
         self.feed_stats = self._feed_stats
 
     def _feed_stats(self) -> None:
@@ -217,6 +267,8 @@ class Producer(Agent):
         self.c_received.add(n)
         if not self.c_first_ingest_ns.value:
             self.c_first_ingest_ns.set(t_ingest)
+        w = self.out
+        rec = self.recorder
         if n > SMALL_BATCH:
             ok = self._validate(b)
             if ok is not None:
@@ -224,10 +276,13 @@ class Producer(Agent):
             if len(b) > room:
                 self._divert(b.select(slice(room, None)), t_ingest)
                 b = b.select(slice(0, room))
+            seq0 = w.position
             self._put_batch(b, t_ingest)
+            if rec is not None:  # written before the publish (module docstring of recording)
+                self._record(lambda t: rec.write(seq0, b.instrument, b.price, b.qty,
+                                                 b.t_exchange, t_ingest, t))
         else:
             self._put_each(b, t_ingest, room)
-        w = self.out
         self._checkpoint(n, w, fed_before, received_before, published_before)
         published = w.publish()
         self.c_published.add(published)
@@ -252,6 +307,13 @@ class Producer(Agent):
         q[ck[5]] = published + w.position - w.published
         q[ck[6]] = w.position  # the cursor once published
 
+    def _record(self, write) -> None:
+        """Write a batch to the recording (before its publish), stamped with the wall clock."""
+        t_wall = time.time_ns()
+        write(t_wall)
+        if self.recorder.day != self._rec_day.value:
+            self._rec_day.set(self.recorder.day)
+
     def _divert(self, b, t_ingest: int) -> None:
         """Ticks that do not fit: conflate (newest per instrument) or drop, counted."""
         if self.flow.policy == CONFLATE:
@@ -269,11 +331,17 @@ class Producer(Agent):
         w = self.out
         encode = self.encode
 
+        rows = [] if self.recorder is not None else None
+
         def emit(i, item):
             t, p, q, x = item
+            if rows is not None:
+                rows.append((w.position, t, i, p, q, x))
             w.put(i, t, encode(Tick(w.position, t, i, p, q, x)))
 
         n = self.flow.pending.flush(w.claim(len(self.flow.pending)), emit)
+        if rows:
+            self._record(lambda t: self.recorder.write_rows(rows, t))
         if n:
             self._checkpoint(0, w)
             self.c_published.add(w.publish())
@@ -296,6 +364,7 @@ class Producer(Agent):
         w = self.out
         encode = self.encode
         n_instr = self.n_instruments
+        rows = [] if self.recorder is not None else None
         for k, (i, p, q, x) in enumerate(zip(column(b.instrument), column(b.price),
                                              column(b.qty), column(b.t_exchange))):
             reason = 0 if p > 0 else 1
@@ -310,8 +379,12 @@ class Producer(Agent):
             if room <= 0:
                 self._divert(b.select(slice(k, k + 1)), t_ingest)
                 continue
+            if rows is not None:
+                rows.append((w.position, t_ingest, i, p, q, x))
             w.put(i, t_ingest, encode(Tick(w.position, t_ingest, i, p, q, x)))
             room -= 1
+        if rows:
+            self._record(lambda t: self.recorder.write_rows(rows, t))
 
     def _validate(self, b) -> np.ndarray | None:
         """Mask of good ticks, or None when all are good (the common case, one check)."""
