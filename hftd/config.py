@@ -642,7 +642,8 @@ class Config(_Base):
             from .feeds.recording import RecordingError, check_instruments
 
             try:
-                check_instruments(self.producer.recording.path, symbols)
+                check_instruments(self.producer.recording.path, symbols,
+                                  [i.tick_size for i in self.instruments])
             except RecordingError as e:
                 raise ValueError(f"producer.recording.path: {e}") from None
         names = [s.name for s in self.strategies]

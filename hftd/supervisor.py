@@ -280,6 +280,20 @@ class Supervisor:
             self.lock.release()
             raise
 
+    @staticmethod
+    def _check_record_dir(path: str) -> None:
+        """`[producer] record`: a directory the producer can write, made if missing (found by
+        a hostile review: an unwritable one crashed the producer for ever)."""
+        try:
+            os.makedirs(path, mode=0o750, exist_ok=True)
+            probe = os.path.join(path, f".hftd-probe-{os.getpid()}")
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise store_mod.StateError(f"producer.record: cannot write recordings in {path}: "
+                                       f"{e.strerror or e}") from None
+
     def _check_state(self) -> None:
         """The executor's state store (hftd.trading.store), made if missing: every working
         order on record must be one this config can trade (the same strategy at the same
@@ -321,6 +335,8 @@ class Supervisor:
                 self.log(f"state store {path}: completed an update interrupted by a crash")
             if self.cfg.executor.venue == "sim" and self.cfg.executor.sim.log:
                 check_log(venue_log_path(self.cfg), st.venue_seq)
+            if self.cfg.producer.record:
+                self._check_record_dir(self.cfg.producer.record)
         finally:
             st.close()
 

@@ -419,3 +419,50 @@ def test_a_killed_producer_continues_the_file_without_a_row_twice_or_lost(instan
            for s, v in t["instruments"].items()}
     assert got == _expected_per_instrument(ticks)
     assert rep["invariants"] == []
+
+
+def test_a_damaged_zip_is_named_and_skipped_never_a_crash(tmp_path):
+    """Found by a hostile review: a zip whose member is damaged, uses an unsupported
+    compression or is encrypted raised from the producer (a crash loop)."""
+    import io
+    import zipfile
+
+    from hftd.feeds.taifex import TaifexError, read_csvs
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("Daily_2026_12_01.csv", b"x" * 5000 + bytes(range(256)) * 40)
+    good = buf.getvalue()
+    header = good.index(b"PK\x03\x04")
+    cases = {
+        "damaged": good[:100] + bytes(b ^ 0xFF for b in good[100:108]) + good[108:],
+        "method": good[:header + 8] + b"\x09\x00" + good[header + 10:],  # local header only
+        "encrypted": good[:header + 6] + b"\x01\x00" + good[header + 8:],
+    }
+    central = good.index(b"PK\x01\x02")
+    cases["method"] = cases["method"][:central + 10] + b"\x09\x00" + cases["method"][central + 12:]
+    cases["encrypted"] = cases["encrypted"][:central + 8] + b"\x01\x00" + \
+        cases["encrypted"][central + 10:]
+    for name, data in cases.items():
+        path = tmp_path / f"{name}.zip"
+        path.write_bytes(data)
+        with pytest.raises(TaifexError, match=str(path)):
+            read_csvs(str(path))
+
+
+def test_a_replay_whose_files_changed_is_not_continued_after_a_producer_kill(instance, tmp_path):
+    """Found by a hostile review: a day added under the replay's glob while it ran, then a
+    producer kill: the next producer counted its position in the new list of files, replayed a
+    day's ticks twice and skipped another, and every invariant held. It now refuses, in one
+    line, and the run ends non-zero."""
+    data = str(tmp_path / "data")
+    write_day(data, DAY, rows=40_000, seed=3)
+    glob_path = os.path.join(data, "Daily_*.csv")
+    toml = _instruments_toml() + _toml(glob_path, speed=20000.0)
+    with hftd_running(instance, tmp_path, toml=toml + '[supervisor]\nrestart_burst = 2\n') as proc:
+        wait_running(instance)
+        write_day(data, DAY - datetime.timedelta(days=1), rows=2_000, seed=4)  # sorts first
+        kill_agent(proc, instance, "producer", after_s=0.3)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "changed since this replay started" in err and "Traceback" not in err

@@ -284,3 +284,28 @@ def test_a_truncated_recording_replays_its_whole_records(run_hftd, tmp_path):
     assert len(lines) == 2, res.stderr
     assert "ticks-20261118-0.rec" in lines[0] and "skipped" in lines[0]
     assert f"{path}: truncated: the last {RECORD.itemsize - 3} bytes" in lines[1]
+
+
+def test_a_record_directory_that_cannot_be_written_stops_the_start_in_one_line(run_hftd, tmp_path):
+    """Found by a hostile review: the producer crashed for ever on an unwritable `record`."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    res = run_hftd("--ticks", "1000", toml=f'[metrics]\nlisten = ""\n[producer]\n'
+                   f'record = "{blocker}/sub"\n')
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if "producer.record" in ln]
+    assert len(lines) == 1 and f"{blocker}/sub" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_a_recording_replayed_on_another_tick_size_is_refused(tmp_path):
+    """Found by a hostile review: prices are recorded in ticks, so a replay whose instrument
+    has another tick size read every price on another grid (TXF 23,000 became 115,000)."""
+    from hftd.feeds.recording import Recorder, RecordingError, check_instruments
+
+    rec = Recorder(str(tmp_path / "rec"), ["TXF", "TE"], "x", 1, 0, False, ["1", "0.05"])
+    _batch(rec, 0, 4, T0)
+    rec.close()
+    path = str(tmp_path / "rec")
+    check_instruments(path, ["TXF", "TE"], ["1", "0.050"])  # the same grid, written otherwise
+    with pytest.raises(RecordingError, match="recorded TE on a tick size of 0.05; the config has 1"):
+        check_instruments(path, ["TXF", "TE"], ["1", "1"])

@@ -37,6 +37,7 @@ whose end holds part of a record replays its whole records, with one line saying
 from __future__ import annotations
 
 import datetime
+from decimal import Decimal
 import json
 import os
 import re
@@ -76,9 +77,14 @@ def file_name(day: int, run: int) -> str:
     return f"ticks-{d:%Y%m%d}-{run}.rec"
 
 
-def header_bytes(symbols, instance: str, run: int) -> bytes:
-    body = json.dumps({"instruments": list(symbols), "instance": instance, "run": run,
-                       "record": [[n, RECORD.fields[n][0].str] for n in RECORD.names]}).encode()
+def header_bytes(symbols, instance: str, run: int, tick_sizes=None) -> bytes:
+    """`tick_sizes`: each instrument's tick size (a price is recorded in ticks: a replay under
+    another grid would change every price; found by a hostile review)."""
+    fields = {"instruments": list(symbols), "instance": instance, "run": run,
+              "record": [[n, RECORD.fields[n][0].str] for n in RECORD.names]}
+    if tick_sizes is not None:
+        fields["tick_sizes"] = [str(t) for t in tick_sizes]
+    body = json.dumps(fields).encode()
     length = -(-(_PRELUDE.size + len(body)) // 8) * 8
     return _PRELUDE.pack(MAGIC, VERSION, length) + body.ljust(length - _PRELUDE.size)
 
@@ -121,9 +127,10 @@ def expand(path: str) -> list[str]:
     return sorted(found, key=lambda f: (os.path.basename(f), f))
 
 
-def check_instruments(path: str, symbols) -> None:
+def check_instruments(path: str, symbols, tick_sizes=None) -> None:
     """RecordingError (one line) if a readable recording of `path` has an instrument the
-    config does not; unreadable files are left to the replay (skipped, with a message)."""
+    config does not, or records one on another tick size; unreadable files are left to the
+    replay (skipped, with a message)."""
     known = set(symbols)
     for f in expand(path):
         try:
@@ -135,6 +142,21 @@ def check_instruments(path: str, symbols) -> None:
             raise RecordingError(f"{f} records instruments {head['instruments']}; the config "
                                  f"has no {', '.join(map(repr, missing))} (configured: "
                                  f"{list(symbols)})")
+        if tick_sizes is not None:
+            check_tick_sizes(f, head, dict(zip(symbols, tick_sizes)))
+
+
+def check_tick_sizes(path: str, head: dict, tick_size: dict) -> None:
+    """RecordingError naming the file if it recorded an instrument on another tick size than
+    `tick_size` (symbol -> the config's) says: its prices are in ticks of the recording's."""
+    recorded = head.get("tick_sizes")
+    if recorded is None:
+        return  # (recorded without them: nothing to compare)
+    for sym, t in zip(head["instruments"], recorded):
+        if sym in tick_size and Decimal(str(tick_size[sym])) != Decimal(t):
+            raise RecordingError(f"{path} recorded {sym} on a tick size of {t}; the config "
+                                 f"has {tick_size[sym]}: its prices would be read on another "
+                                 f"grid")
 
 
 # --- recording -------------------------------------------------------------------------
@@ -142,13 +164,13 @@ class Recorder:
     """Appends published ticks to DIR/ticks-<day>-<run>.rec (see the module docstring)."""
 
     def __init__(self, directory: str, symbols, instance: str, run: int, next_seq: int,
-                 resumed: bool):
+                 resumed: bool, tick_sizes=None):
         self.dir = directory
         os.makedirs(directory, mode=0o750, exist_ok=True)
         self.symbols = list(symbols)
         self.instance = instance
         self.run = run
-        self.header = header_bytes(self.symbols, instance, run)
+        self.header = header_bytes(self.symbols, instance, run, tick_sizes)
         self.fd = -1
         self.day = -1
         self.files = 0  # files this process opened
@@ -276,6 +298,7 @@ class RecordingFeed:
         self.total_size = sum(self.sizes)
         self.speed = float(cfg.speed)
         self.symbols = [i.symbol for i in instruments]
+        self.tick_size = {i.symbol: i.tick_size for i in instruments}
         self.log = log
         self.beat = beat
         self.file_index = -1
@@ -295,6 +318,7 @@ class RecordingFeed:
             try:
                 rec, head, msg = load(path)
                 ids = {s: k for k, s in enumerate(self.symbols)}
+                check_tick_sizes(path, head, self.tick_size)
                 missing = [s for s in head["instruments"] if s not in ids]
                 if missing:
                     raise RecordingError(f"{path}: records instruments {head['instruments']}; "

@@ -42,6 +42,7 @@ import os
 import re
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 
@@ -116,6 +117,11 @@ def read_csvs(path: str) -> list[tuple[str, bytes]]:
         raise TaifexError(f"{path}: not a zip file ({e})") from None
     except OSError as e:
         raise TaifexError(f"{path}: cannot read: {e.strerror or e}") from None
+    except (zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError) as e:
+        # a damaged zip member, an unsupported compression, an encrypted member (found by
+        # a hostile review: each crashed the producer for ever)
+        raise TaifexError(f"{path}: a damaged or unreadable zip ({type(e).__name__}: {e})") \
+            from None
 
 
 @dataclass

@@ -90,9 +90,9 @@ class Producer(Agent):
                   ("last_ingest_ns", GAUGE), ("resumed_at", GAUGE),
                   *((f"ck.{k}", GAUGE) for k in _CHECKPOINT))
         if cfg.producer.feed == "taifex":
-            values += _taifex_values(cfg)
+            values += _taifex_values(cfg) + (("feed.files_id", GAUGE),)
         elif cfg.producer.feed == "recording":
-            values += _recording_values()
+            values += _recording_values() + (("feed.files_id", GAUGE),)
         if cfg.producer.record:
             values += _RECORD_VALUES
         return Schema(values=values, histograms=("stage",))
@@ -119,9 +119,30 @@ class Producer(Agent):
         self._q = s_q
         self._bind_feed(cfg)
         restarted = bool(s.q_header[stats_mod.H_RESTARTS])
+        self._pin_files(ctx, restarted)
         self.recorder = self._make_recorder(ctx, restarted)
         if restarted:
             self._resume()
+
+    def _pin_files(self, ctx, restarted: bool) -> None:
+        """A file feed's files as the run's first producer found them (names, sizes, times):
+        a restarted producer continues the replay by its position in them, so if they changed
+        meanwhile it would replay ticks twice or skip a day (found by a hostile review). It
+        refuses instead, in one line: the run ends (the producer keeps failing)."""
+        files = getattr(self.feed, "files", None)
+        if not isinstance(files, list):
+            return
+        pinned = self.ctx.stats.value("feed.files_id")
+        now = feeds.files_id(files)
+        if not restarted or not pinned.value:
+            pinned.set(now)
+        elif pinned.value != now:
+            print(f"hftd[{ctx.instance}] {ctx.agent}: error: the feed's files "
+                  f"({ctx.cfg.producer.feed} path) changed since this replay started (a file "
+                  f"added, removed or rewritten): it cannot continue where it stopped without "
+                  f"replaying ticks twice or skipping some; start the replay again",
+                  file=sys.stderr, flush=True)
+            raise SystemExit(2)
 
     # --- [producer] record = DIR ----------------------------------------------------------
     def _make_recorder(self, ctx, restarted: bool):
@@ -134,7 +155,8 @@ class Producer(Agent):
 
         s = ctx.stats
         rec = Recorder(cfg.producer.record, [i.symbol for i in cfg.instruments], ctx.instance,
-                       _run_id(s), self.out.position, restarted)
+                       _run_id(s), self.out.position, restarted,
+                       [i.tick_size for i in cfg.instruments])
         if rec.cut:
             s.value("record.cut").add(rec.cut)
         self._rec_day = s.value("record.day")
