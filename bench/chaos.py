@@ -574,13 +574,15 @@ def _venue_log(log: VenueLog, cfg, kill_log: list[dict]):
 
 
 def report_invariants(rep: dict) -> list[str]:
-    """The report's own accounting (hftd.report.accounting_lines and the Trading section of
-    the README) that must hold at the end of a run whatever was killed in it, and the
-    invariants the supervisor checked (`rep["invariants"]`, hftd.report.invariants). The
-    order counters' identities are not among them: a counter is a store apart from the event
-    it counts, so a kill between the two leaves it one off (hftd.report's docstring); their
-    drift is a figure (`counter_drift`), the orders themselves are checked from the venue's
-    log (b, d, e)."""
+    """The invariants the supervisor checked at the end of the run (`rep["invariants"]`,
+    hftd.report.invariants: feed and routing accounting, drained tick rings, no gap on a
+    lossless ring, nothing working, positions agreeing, no illegal transition or mismatch),
+    and what this run's shape adds: every ring drained, the orders and reports rings too;
+    every tick delivered to the one strategy and the venue; the strategy's own book empty.
+    The order counters' identities are not among them: a counter is a store apart from the
+    event it counts, so a kill between the two leaves it one off (hftd.report's docstring);
+    their drift is a figure (`counter_drift`), the orders themselves are checked from the
+    venue's log (b, d, e)."""
     out = [f"report: invariant failed: {why}" for why in rep.get("invariants", ())]
 
     def need(ok: bool, what: str) -> None:
@@ -588,18 +590,10 @@ def report_invariants(rep: dict) -> list[str]:
             out.append(f"report: {what}")
 
     t = rep["ticks"]
-    fd = rep["flow"]["feed"]
-    need(fd["received"] == fd["published"] + fd["conflated"] + fd["dropped"] + fd["rejected"]
-         + fd["conflation_pending"], f"feed accounting {fd}")
-    need(t["seq_gaps"] == 0, f"seq gaps {t['seq_gaps']}")
     for name, r in rep["rings"].items():
-        need(r["published"] == r["consumed"] + r["in_flight"] and r["in_flight"] == 0,
-             f"ring {name}: published {r['published']}, consumed {r['consumed']}, in flight "
-             f"{r['in_flight']}")
+        need(r["in_flight"] == 0, f"ring {name}: {r['in_flight']} events left")
     for name, r in rep["flow"]["rings"].items():
         if "routed" in r:
-            need(r["routed"] == r["delivered"] + r["conflated"] + r["dropped"]
-                 + r["conflation_pending"] + r["quarantined"], f"{name} accounting {r}")
             # every ring gets every tick here (the strategy trades every instrument; block)
             need(r["delivered"] == t["published"] and r["published"] == t["published"] + 1,
                  f"{name}: delivered {r['delivered']}, ring published {r['published']}, "
@@ -609,18 +603,7 @@ def report_invariants(rep: dict) -> list[str]:
             v = s["values"]
             need(v["ticks_in"] == t["published"],
                  f"{name} ticks_in {v['ticks_in']}, published {t['published']}")
-            need(v["working_orders"] == 0 and v["illegal_transitions"] == 0
-                 and v["report_mismatches"] == 0,
-                 f"{name}: working {v['working_orders']}, illegal transitions "
-                 f"{v['illegal_transitions']}, report mismatches {v['report_mismatches']}")
-    o = rep["orders"]
-    need(o["working"] == 0 and o["illegal_transitions"] == 0,
-         f"executor: working {o['working']}, illegal transitions {o['illegal_transitions']}")
-    for row in rep["positions"]["rows"]:
-        view = row.get("strategy_view")
-        need(view is not None and view["qty"] == row["qty"],
-             f"position {row['strategy']}/{row['symbol']}: executor {row['qty']}, strategy "
-             f"{view and view['qty']}")
+            need(v["working_orders"] == 0, f"{name}: working {v['working_orders']}")
     return out
 
 

@@ -202,20 +202,8 @@ def _feed_metrics(vals: dict):
             lots.add_metric([k[len("feed.lots."):]], v)
         elif k.startswith("feed.last."):
             last.add_metric([k[len("feed.last."):]], v)
-    progress = GaugeMetricFamily("hftd_feed_progress_ratio", "Share of the TAIFEX files' bytes "
-                                 "replayed")
-    progress.add_metric([], vals["feed.progress_ppm"] / 1e6)
-    files = GaugeMetricFamily("hftd_feed_file", "The TAIFEX file being replayed (1-based) and "
-                              "how many there are", labels=["what"])
-    files.add_metric(["current"], vals["feed.file"])
-    files.add_metric(["total"], vals["feed.files"])
-    pending = GaugeMetricFamily("hftd_feed_pending_ticks", "Ticks of the opened TAIFEX files "
-                                "not fed yet")
-    pending.add_metric([], vals["feed.pending"])
-    t = GaugeMetricFamily("hftd_feed_exchange_time_seconds", "Exchange time of the last tick "
-                          "the TAIFEX replay fed (since the epoch)")
-    t.add_metric([], vals["feed.last_exchange_ns"] / 1e9)
-    yield from (rows, rejected, fed, lots, last, progress, files, pending, t)
+    yield from (rows, rejected, fed, lots, last)
+    yield from _replay_progress(vals, "TAIFEX files")
 
 
 def _recording_metrics(vals: dict):
@@ -227,20 +215,26 @@ def _recording_metrics(vals: dict):
                               "or replayed up to a partial record (truncated)", labels=["what"])
     bad.add_metric(["unreadable"], vals["feed.unreadable_files"])
     bad.add_metric(["truncated"], vals["feed.truncated_files"])
-    progress = GaugeMetricFamily("hftd_feed_progress_ratio", "Share of the recordings' bytes "
-                                 "replayed")
+    yield from (ticks, bad)
+    yield from _replay_progress(vals, "recordings")
+
+
+def _replay_progress(vals: dict, what: str):
+    """Where a file feed's replay is (hftd.feeds.replay's progress values)."""
+    progress = GaugeMetricFamily("hftd_feed_progress_ratio", f"Share of the {what}' bytes "
+                                 f"replayed")
     progress.add_metric([], vals["feed.progress_ppm"] / 1e6)
-    files = GaugeMetricFamily("hftd_feed_file", "The recording being replayed (1-based) and "
-                              "how many there are", labels=["what"])
+    files = GaugeMetricFamily("hftd_feed_file", f"The one of the {what} being replayed "
+                              f"(1-based) and how many there are", labels=["what"])
     files.add_metric(["current"], vals["feed.file"])
     files.add_metric(["total"], vals["feed.files"])
-    pending = GaugeMetricFamily("hftd_feed_pending_ticks", "Ticks of the opened recordings "
-                                "not fed yet")
+    pending = GaugeMetricFamily("hftd_feed_pending_ticks", f"Ticks of the opened {what} not "
+                                f"fed yet")
     pending.add_metric([], vals["feed.pending"])
     t = GaugeMetricFamily("hftd_feed_exchange_time_seconds", "Exchange time of the last tick "
                           "the replay fed (since the epoch)")
     t.add_metric([], vals["feed.last_exchange_ns"] / 1e9)
-    yield from (ticks, bad, progress, files, pending, t)
+    yield from (progress, files, pending, t)
 
 
 def _positions(vals: dict, position, pnl, avg, lots) -> None:

@@ -137,6 +137,29 @@ def _taipei(ns: int) -> str | None:
         datetime.timedelta(hours=8))).isoformat() if ns else None)
 
 
+def _replay_progress(prod: dict, expand, path: str | None, error) -> dict:
+    """Where a file feed's replay is (hftd.feeds.replay's progress values), with the name of
+    the file (`expand(path)` as the feed lists them; None if they cannot be listed)."""
+    files: list[str] = []
+    if path is not None:
+        try:
+            files = expand(path)
+        except error:
+            pass
+    k = prod["feed.file"]
+    return {"file": k, "files": prod["feed.files"],
+            "name": files[k - 1] if 0 < k <= len(files) else None,
+            "file_position": prod["feed.file_position"], "file_ticks": prod["feed.file_ticks"],
+            "percent": prod["feed.progress_ppm"] / 1e4,
+            "last_exchange_time": _taipei(prod["feed.last_exchange_ns"])}
+
+
+def _progress_line(what: str, p: dict) -> str:
+    return (f"{what} replay: file {p['file']}/{p['files']} {p['name'] or '-'}  tick "
+            f"{p['file_position']:,} of {p['file_ticks']:,}  {p['percent']:.1f} % done  "
+            f"exchange time {p['last_exchange_time'] or '-'}")
+
+
 def recording(prod: dict, cfg=None) -> dict | None:
     """The recording feed's replay (feed = "recording"): ticks of the files opened so far,
     fed and still to replay, files skipped or truncated, where the replay is. None for
@@ -145,24 +168,13 @@ def recording(prod: dict, cfg=None) -> dict | None:
         return None
     from .feeds.recording import RecordingError, expand
 
-    files: list[str] = []
-    if cfg is not None:
-        try:
-            files = expand(cfg.producer.recording.path)
-        except RecordingError:
-            pass
-    k = prod["feed.file"]
     return {
         "ticks": prod["feed.ticks"], "fed": prod["feed.ticks"] - prod["feed.pending"],
         "ticks_to_replay": prod["feed.pending"],
         "unreadable_files": prod["feed.unreadable_files"],
         "truncated_files": prod["feed.truncated_files"],
-        "progress": {"file": k, "files": prod["feed.files"],
-                     "name": files[k - 1] if 0 < k <= len(files) else None,
-                     "file_position": prod["feed.file_position"],
-                     "file_ticks": prod["feed.file_ticks"],
-                     "percent": prod["feed.progress_ppm"] / 1e4,
-                     "last_exchange_time": _taipei(prod["feed.last_exchange_ns"])},
+        "progress": _replay_progress(prod, expand, cfg and cfg.producer.recording.path,
+                                     RecordingError),
     }
 
 
@@ -170,8 +182,6 @@ def recorded(prod: dict, cfg=None) -> dict | None:
     """[producer] record = DIR: where this run records (every published tick)."""
     if "record.run" not in prod:
         return None
-    import datetime
-
     from .feeds.recording import file_name
 
     day = prod["record.day"]
@@ -184,11 +194,7 @@ def recording_lines(rep: dict) -> list[str]:
     lines = []
     t = rep.get("recording")
     if t:
-        p = t["progress"]
-        lines.append(
-            f"recording replay: file {p['file']}/{p['files']} {p['name'] or '-'}  tick "
-            f"{p['file_position']:,} of {p['file_ticks']:,}  {p['percent']:.1f} % done  "
-            f"exchange time {p['last_exchange_time'] or '-'}")
+        lines.append(_progress_line("recording", t["progress"]))
         lines.append(f"  ticks {t['ticks']:,} (fed {t['fed']:,}, to replay "
                      f"{t['ticks_to_replay']:,}); unreadable files {t['unreadable_files']}; "
                      f"truncated files {t['truncated_files']}")
@@ -206,20 +212,8 @@ def taifex(prod: dict, cfg=None) -> dict | None:
     price it fed. None for another feed."""
     if "feed.rows_read" not in prod:
         return None
-    import datetime
-
     from .feeds.taifex import REJECT_REASONS, TaifexError, expand
 
-    files: list[str] = []
-    if cfg is not None:
-        try:
-            files = expand(cfg.producer.taifex.path)
-        except TaifexError:
-            pass
-    k = prod["feed.file"]
-    last_ns = prod["feed.last_exchange_ns"]
-    last = (datetime.datetime.fromtimestamp(last_ns / 1e9, datetime.timezone(
-        datetime.timedelta(hours=8))).isoformat() if last_ns else None)
     instruments = {}
     for ins in (cfg.instruments if cfg is not None else ()):
         if not ins.taifex or f"feed.ticks.{ins.symbol}" not in prod:
@@ -240,12 +234,8 @@ def taifex(prod: dict, cfg=None) -> dict | None:
                  "auction_ticks": prod["feed.auction_ticks"],
                  "unreadable_files": prod["feed.unreadable_files"]},
         "fed": prod["feed.ticks"] - prod["feed.pending"],
-        "progress": {"file": k, "files": prod["feed.files"],
-                     "name": files[k - 1] if 0 < k <= len(files) else None,
-                     "file_position": prod["feed.file_position"],
-                     "file_ticks": prod["feed.file_ticks"],
-                     "percent": prod["feed.progress_ppm"] / 1e4,
-                     "last_exchange_time": last},
+        "progress": _replay_progress(prod, expand, cfg and cfg.producer.taifex.path,
+                                     TaifexError),
         "instruments": instruments,
     }
 
@@ -256,11 +246,8 @@ def taifex_lines(rep: dict) -> list[str]:
         return []
     r, p = t["rows"], t["progress"]
     why = ", ".join(f"{k} {n}" for k, n in r["rejected_by_reason"].items() if n)
-    name = p["name"] or "-"
     lines = [
-        f"taifex replay: file {p['file']}/{p['files']} {name}  tick {p['file_position']:,} of "
-        f"{p['file_ticks']:,}  {p['percent']:.1f} % done  exchange time "
-        f"{p['last_exchange_time'] or '-'}",
+        _progress_line("taifex", p),
         f"  rows read {r['read']:,} = ticks {r['ticks']:,} (fed {t['fed']:,}, to replay "
         f"{r['ticks_to_replay']:,}) + spread {r['spread_skipped']:,} + not configured "
         f"{r['unconfigured_skipped']:,} + rejected {r['rejected']:,}"

@@ -172,13 +172,10 @@ class Plant:
         the orders ring (with `orders_reader` if the test has one) and answer as the executor
         does, a snapshot (`positions`: symbol -> Position.values(); `orders`: working orders
         as the executor lists them) and RECONCILED on the reports ring (`reports_writer`)."""
-        import json
-
         from hftd.events import Codec, Control, ControlKind, OrderStream
-        from hftd.identity import write_private
         from hftd.ring import RingReader, RingWriter
         from hftd.stages.common import offer_control
-        from hftd.stages.executor import snapshot_path
+        from hftd.stages.executor import write_snapshot
 
         name = stage.name
         r = orders_reader or RingReader(self.ring(f"orders.{name}"))
@@ -190,9 +187,8 @@ class Plant:
         assert isinstance(ev, Control) and ev.kind == ControlKind.RECONCILE, ev
         r.commit(1)
         self.reconciles += 1
-        write_private(snapshot_path(stage.ctx.runtime_dir, self.cfg.instance, name),
-                      json.dumps({"n": self.reconciles, "positions": positions or {},
-                                  "orders": list(orders)}).encode())
+        write_snapshot(stage.ctx.runtime_dir, self.cfg.instance, name, self.reconciles,
+                       positions or {}, list(orders))
         w = reports_writer or RingWriter(self.ring(f"reports.{name}"))
         assert offer_control(w, ControlKind.RECONCILED, self.reconciles)
         for _ in range(1000):

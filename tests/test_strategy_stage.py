@@ -18,7 +18,7 @@ from hftd.trading import OrdState, OrdType, TimeInForce
 
 K = ReportKind
 R = RejectReason
-from hftd.stages.executor import state_path
+from hftd.stages.executor import state_path, write_snapshot
 from hftd.trading.store import TradingState
 
 orders_codec = Codec(OrderStream)
@@ -206,12 +206,8 @@ def test_the_answer_to_a_dead_processs_reconcile_is_not_taken_for_the_next_ones(
     """Found by the chaos run: a process killed after asking (RECONCILE) and before reading
     the answer left it on the reports ring; the next process asks again, and must not take
     the first answer (whose snapshot the second has replaced) for its own."""
-    import json
-
     from hftd import stats
-    from hftd.identity import write_private
     from hftd.stages.common import offer_control
-    from hftd.stages.executor import snapshot_path
 
     seat = Seat(plant)
     ctx = seat.p.context("strategy.sample")
@@ -226,13 +222,12 @@ def test_the_answer_to_a_dead_processs_reconcile_is_not_taken_for_the_next_ones(
     st.do_work()  # asks again
     asks = [e for e in seat.sent() if isinstance(e, Control)]
     assert [e.kind for e in asks] == [ControlKind.RECONCILE] * 2
-    path = snapshot_path(ctx2.runtime_dir, ctx2.instance, "sample")
     # the executor answers both, in order; the file holds the second snapshot by the time
     # the new process reads the first answer
     offer_control(seat.reports, ControlKind.RECONCILED, 7)
     seat.report(99, K.FILL, 1, 20_000, 1, 0)  # between the two answers: in the later one
-    write_private(path, json.dumps({"n": 8, "positions": {"TXF": [1, 20_000.0, 0, 0, 80.0, 1]},
-                                    "orders": []}).encode())
+    write_snapshot(ctx2.runtime_dir, ctx2.instance, "sample", 8,
+                   {"TXF": [1, 20_000.0, 0, 0, 80.0, 1]}, [])
     offer_control(seat.reports, ControlKind.RECONCILED, 8)
     for _ in range(5):
         st.do_work()

@@ -46,7 +46,8 @@ import sys
 
 import numpy as np
 
-from . import FeedBatch, files_named
+from . import files_named
+from .replay import FileReplay
 
 MAGIC = b"HFTDREC\0"
 VERSION = 1
@@ -285,33 +286,25 @@ def _nothing() -> None:
 
 
 # --- replaying --------------------------------------------------------------------------
-class RecordingFeed:
-    """The feed over the recordings of `cfg.path` for the configured `instruments`."""
+class RecordingFeed(FileReplay):
+    """The feed over the recordings of `cfg.path` for the configured `instruments`: a unit of
+    the replay is one recording, paced by its receive time (hftd.feeds.replay)."""
 
     def __init__(self, cfg, instruments, log=_stderr, beat=_nothing, skip_run: int = 0):
         # (skip_run: the run this daemon is recording, if it records: never its own files)
-        self.files = [f for f in expand(cfg.path)
-                      if not (skip_run and os.path.basename(f).endswith(f"-{skip_run}.rec"))]
-        if not self.files:
+        files = [f for f in expand(cfg.path)
+                 if not (skip_run and os.path.basename(f).endswith(f"-{skip_run}.rec"))]
+        if not files:
             raise RecordingError(f"{cfg.path}: no recording other than this run's own")
-        self.sizes = [max(os.path.getsize(f), 1) for f in self.files]
-        self.total_size = sum(self.sizes)
-        self.speed = float(cfg.speed)
+        super().__init__(files, cfg.speed)
         self.symbols = [i.symbol for i in instruments]
         self.tick_size = {i.symbol: i.tick_size for i in instruments}
         self.log = log
         self.beat = beat
-        self.file_index = -1
-        self.cur = None  # (inst, price, qty, t_exchange, t_wall) of the current file
-        self.n = 0
-        self.at = 0
-        self.emitted = 0
         self.counts = dict.fromkeys(COUNTS, 0)
-        self.t0 = 0
-        self.x0 = 0
 
-    def _next_file(self) -> bool:
-        self.cur, self.n, self.at, self.t0 = None, 0, 0, 0
+    def _next_unit(self) -> bool:
+        self._end_unit()
         while self.file_index + 1 < len(self.files):
             self.file_index += 1
             path = self.files[self.file_index]
@@ -337,73 +330,11 @@ class RecordingFeed:
                 self.counts["truncated_files"] += 1
                 self.log(f"recording feed: {msg}")
             remap = np.array([ids[s] for s in head["instruments"]] or [0], dtype=np.int32)
-            self.cur = (remap[rec["instrument"]], rec["price"].copy(), rec["qty"].copy(),
-                        rec["t_exchange"].copy(), rec["t_wall"].copy())
-            self.n = len(rec)
+            self._begin((remap[rec["instrument"]], rec["price"].copy(), rec["qty"].copy(),
+                         rec["t_exchange"].copy()), rec["t_wall"].copy())
             self.counts["ticks"] += self.n
             return True
         return False
-
-    @property
-    def position(self) -> int:
-        return self.emitted
-
-    def advance(self, n: int) -> None:
-        while n > 0:
-            if self.cur is None or self.at >= self.n:
-                if not self._next_file():
-                    break
-                continue
-            k = min(n, self.n - self.at)
-            self.at += k
-            self.emitted += k
-            n -= k
-        self.t0 = 0
-
-    @property
-    def exhausted(self) -> bool:
-        return (self.file_index >= len(self.files) - 1
-                and (self.cur is None and self.file_index >= 0
-                     or self.cur is not None and self.at >= self.n))
-
-    def poll(self, max_n: int, now_ns: int) -> FeedBatch | None:
-        while self.cur is None or self.at >= self.n:
-            if not self._next_file():
-                return None
-        inst, price, qty, tx, tw = self.cur
-        a = self.at
-        n = min(max_n, self.n - a)
-        if self.speed > 0:
-            if not self.t0:
-                self.t0, self.x0 = now_ns, int(tw[a])
-            due = int(np.searchsorted(tw, self.x0 + int((now_ns - self.t0) * self.speed),
-                                      side="right")) - a
-            n = min(n, due)
-            if n <= 0:
-                return None
-        b = a + n
-        self.at = b
-        self.emitted += n
-        return FeedBatch(inst[a:b], price[a:b], qty[a:b], tx[a:b])
-
-    def next_due_s(self, now_ns: int) -> float:
-        if self.speed <= 0 or self.cur is None or self.at >= self.n or not self.t0:
-            return 0.0
-        wait = (int(self.cur[4][self.at]) - self.x0) / self.speed - (now_ns - self.t0)
-        return wait / 1e9 if wait > 0 else 0.0
-
-    def progress(self) -> dict:
-        done = sum(self.sizes[: max(self.file_index, 0)])
-        if self.file_index >= 0:
-            frac = self.at / self.n if self.n else 1.0
-            if self.exhausted:
-                frac = 1.0
-            done += self.sizes[self.file_index] * frac
-        last_t = int(self.cur[3][self.at - 1]) if self.cur is not None and self.at else 0
-        return {"file": self.file_index + 1, "files": len(self.files), "file_ticks": self.n,
-                "file_position": self.at,
-                "progress_ppm": int(done * 1_000_000 // self.total_size),
-                "last_exchange_ns": last_t, "pending": self.n - self.at}
 
     def instrument_figures(self) -> dict:
         return {}

@@ -48,7 +48,8 @@ from decimal import Decimal
 
 import numpy as np
 
-from . import FeedBatch, files_named
+from . import files_named
+from .replay import FileReplay
 
 HEADER = "成交日期,商品代號,到期月份(週別),成交時間,成交價格,成交數量(B+S),近月價格,遠月價格,開盤集合競價"
 FIELD_NAMES = ("成交日期 (date)", "商品代號 (product)", "到期月份(週別) (expiry)",
@@ -393,14 +394,12 @@ def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-class TaifexFeed:
-    """The feed over the files of `cfg.path` for `instruments` (those with a `taifex` code)."""
+class TaifexFeed(FileReplay):
+    """The feed over the files of `cfg.path` for `instruments` (those with a `taifex` code):
+    a unit of the replay is one CSV's trading day (hftd.feeds.replay)."""
 
     def __init__(self, cfg, instruments, log=_stderr, beat=_nothing):
-        self.files = expand(cfg.path)
-        self.sizes = [max(os.path.getsize(f), 1) for f in self.files]
-        self.total_size = sum(self.sizes)
-        self.speed = float(cfg.speed)
+        super().__init__(expand(cfg.path), cfg.speed)
         self.cons = contracts(instruments)
         if not self.cons:
             raise TaifexError("no instrument has a taifex product code")
@@ -409,10 +408,7 @@ class TaifexFeed:
         self.n_instruments = len(instruments)
         self.ids = [c.inst for c in self.cons]
         self._queue: list[Day] = []  # days of the current file not begun yet
-        self.file_index = -1  # index of the file being replayed
-        self.cur: Day | None = None
-        self.at = 0  # next tick of `cur`
-        self.emitted = 0
+        self.cur: Day | None = None  # the day being replayed
         self.counts = dict.fromkeys(COUNTS, 0)  # of the CSVs opened so far
         n = self.n_instruments
         # per-instrument totals of the CSVs finished, and the first price ever (ticks)
@@ -420,16 +416,15 @@ class TaifexFeed:
         self.done_lots = np.zeros(n, dtype=np.int64)
         self.first = np.zeros(n, dtype=np.int64)
         self.last = np.zeros(n, dtype=np.int64)
-        self.t0 = 0  # pacing: wall clock (monotonic ns) at which ...
-        self.x0 = 0  # ... this exchange time (ns) is replayed
 
     # --- opening files ----------------------------------------------------------------
-    def _next_day(self) -> bool:
+    def _next_unit(self) -> bool:
         """Finish the current CSV and begin the next one (opening the next file when the
         current one has no CSV left). False when there is none."""
         if self.cur is not None:
             self._fold(self.cur, len(self.cur))
-        self.cur, self.at, self.t0 = None, 0, 0
+        self.cur = None
+        self._end_unit()
         while not self._queue:
             if self.file_index + 1 >= len(self.files):
                 return False
@@ -449,7 +444,11 @@ class TaifexFeed:
         if day.message:
             self.log(f"taifex feed: {day.message}")
         self.cur = day
+        self._begin((day.inst, day.price, day.qty, day.t), day.t)  # paced by exchange time
         return True
+
+    def _more_units(self) -> bool:
+        return bool(self._queue) or super()._more_units()
 
     def _fold(self, day: Day, upto: int) -> None:
         """Add the per-instrument figures of `day`'s first `upto` ticks to the totals."""
@@ -463,75 +462,7 @@ class TaifexFeed:
                 self.done_lots[i] += int(cum[c - 1])
                 self.last[i] = day.price[idx[c - 1]]
 
-    # --- the feed interface -----------------------------------------------------------
-    @property
-    def position(self) -> int:
-        """Ticks emitted so far: where a restarted producer continues (`advance`)."""
-        return self.emitted
-
-    def advance(self, n: int) -> None:
-        """Skip the first `n` ticks (the files are read again up to there)."""
-        while n > 0:
-            if self.cur is None or self.at >= len(self.cur):
-                if not self._next_day():
-                    break
-                continue
-            k = min(n, len(self.cur) - self.at)
-            self.at += k
-            self.emitted += k
-            n -= k
-        self.t0 = 0
-
-    @property
-    def exhausted(self) -> bool:
-        return (self.file_index >= len(self.files) - 1 and not self._queue
-                and (self.cur is None and self.file_index >= 0
-                     or self.cur is not None and self.at >= len(self.cur)))
-
-    def poll(self, max_n: int, now_ns: int) -> FeedBatch | None:
-        cur = self.cur
-        while cur is None or self.at >= len(cur):
-            if not self._next_day():
-                return None
-            cur = self.cur
-        a = self.at
-        n = min(max_n, len(cur) - a)
-        if self.speed > 0:
-            if not self.t0:
-                self.t0, self.x0 = now_ns, int(cur.t[a])
-            due = int(np.searchsorted(cur.t, self.x0 + int((now_ns - self.t0) * self.speed),
-                                      side="right")) - a
-            n = min(n, due)
-            if n <= 0:
-                return None
-        b = a + n
-        self.at = b
-        self.emitted += n
-        return FeedBatch(cur.inst[a:b], cur.price[a:b], cur.qty[a:b], cur.t[a:b])
-
-    def next_due_s(self, now_ns: int) -> float:
-        cur = self.cur
-        if self.speed <= 0 or cur is None or self.at >= len(cur) or not self.t0:
-            return 0.0
-        wait = (int(cur.t[self.at]) - self.x0) / self.speed - (now_ns - self.t0)
-        return wait / 1e9 if wait > 0 else 0.0
-
     # --- what the producer shows --------------------------------------------------------
-    def progress(self) -> dict:
-        """File (1-based index), position in it, and the share of all files' bytes done."""
-        cur = self.cur
-        rows, pos = (len(cur), self.at) if cur is not None else (0, 0)
-        done = sum(self.sizes[: max(self.file_index, 0)])
-        if self.file_index >= 0:
-            frac = pos / rows if rows else 1.0
-            if self.exhausted:
-                frac = 1.0
-            done += self.sizes[self.file_index] * frac
-        last_t = int(cur.t[self.at - 1]) if cur is not None and self.at else 0
-        return {"file": self.file_index + 1, "files": len(self.files), "file_ticks": rows,
-                "file_position": pos, "progress_ppm": int(done * 1_000_000 // self.total_size),
-                "last_exchange_ns": last_t, "pending": self.pending()}
-
     def instrument_figures(self) -> dict[int, tuple[int, int, int, int]]:
         """instrument id -> (ticks, lots, first price, last price) of what was emitted."""
         out = {}
@@ -553,5 +484,4 @@ class TaifexFeed:
 
     def pending(self) -> int:
         """Ticks of the CSVs opened so far not emitted yet."""
-        return (len(self.cur) - self.at if self.cur is not None else 0) + \
-            sum(len(d) for d in self._queue)
+        return super().pending() + sum(len(d) for d in self._queue)

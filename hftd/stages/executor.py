@@ -126,6 +126,15 @@ def snapshot_path(runtime_dir: str, instance: str, strategy: str) -> str:
     return os.path.join(runtime_dir, f"{instance}.{strategy}.snapshot.json")
 
 
+def write_snapshot(runtime_dir: str, instance: str, strategy: str, n: int, positions: dict,
+                   orders: list) -> None:
+    """Snapshot `n` of a strategy's state (`_reconcile`): `positions` maps a symbol to
+    `Position.values()`, `orders` are its working orders as (client id, instrument, side,
+    qty, price, type, tif, state, filled, fill value, created)."""
+    write_private(snapshot_path(runtime_dir, instance, strategy),
+                  msgspec.json.encode({"n": n, "positions": positions, "orders": orders}))
+
+
 def state_path(cfg) -> str:
     """The instance's state store (made by the supervisor before the agents start)."""
     return path_for(check_state_dir(cfg.resolved_state_dir()))
@@ -190,8 +199,6 @@ class _Strategy:
         self.g_taking = st.value(f"taking.{scfg.name}")
         self.g_taking_vseq = st.value(f"taking_vseq.{scfg.name}")
         self.vseq = 0  # venue log sequence of the last venue answer reported to it
-        # its order-rate bucket after its last spend (the risk engine's: see _spent)
-        self.g_rate = (st.value(f"rate_level.{scfg.name}"), st.value(f"rate_t.{scfg.name}"))
         self.last_id = ex.state.last_seen(index)
         self.g_last_id.set(self.last_id)
         self.day_base = 0.0  # net P&L of its positions when the trading day started
@@ -262,6 +269,10 @@ class Executor(Agent):
         self.decode_report = Codec(ReportStream).decode
         st = ctx.stats
         self.bind_values()
+        # a venue answer applied is counted under its kind
+        self.c_by_kind = {_ACK: self.c_acks, _REJECT: self.c_rejects, _FILL: self.c_fills,
+                          _CANCELED: self.c_canceled, _EXPIRED: self.c_expired,
+                          _REPLACED: self.c_replaced, _CANCEL_REJECTED: self.c_cancel_rejects}
         self.c_reject_by = [None] * (max(RejectReason) + 1)
         for r in REASONS:
             self.c_reject_by[r] = st.value(f"risk_reject.{r.name}")
@@ -275,11 +286,13 @@ class Executor(Agent):
         self.utc_offset_s = cfg.executor.utc_offset_s()
         self.risk = RiskEngine(cfg.executor.risk.limits(), len(cfg.strategies))
         self.strategies = [_Strategy(self, i, s, cfg) for i, s in enumerate(cfg.strategies)]
-        self.g_rate = (self.c_rate_level, self.c_rate_t)  # the instance's bucket
-        if self.restarted:  # the order-rate buckets go on from where they were
-            self.risk.restore_buckets([(s.g_rate[0].value, s.g_rate[1].value)
-                                       for s in self.strategies],
-                                      (self.c_rate_level.value, self.c_rate_t.value))
+        # the order-rate buckets live in the stats block: a restarted executor's go on
+        idx = st.index
+        for s in self.strategies:
+            self.risk.buckets[s.index].keep_in(st.q_values, idx[f"rate_level.{s.name}"],
+                                               idx[f"rate_t.{s.name}"], self.restarted)
+        self.risk.instance_bucket.keep_in(st.q_values, idx["rate_level"], idx["rate_t"],
+                                          self.restarted)
         self.last = [0] * n  # last trade price per instrument, in ticks (0: none yet)
         self.live = [0] * n  # orders at the venue (sent, not ended) per instrument ...
         self.live_np = np.zeros(n, np.int64)  # ... the same, for a batch's numpy selection
@@ -806,24 +819,19 @@ class Executor(Agent):
         return lo is not None and lo.last_request_seq > s.g_taking_vseq.value
 
     def _reconcile(self, s: _Strategy) -> None:
-        """A restarted strategy asks for its state: its positions and working orders as of
+        """A strategy starting asks for its state: its positions and working orders as of
         now (every order it sent before asking has been taken: the ring is in order) go to a
         snapshot file, and RECONCILED follows, in order, the reports already queued for it:
-        the strategy skips those (the snapshot has their effect) and applies what comes
-        after."""
+        the strategy does not apply those to its book (the snapshot has their effect), only
+        hands them to its callbacks, and applies what comes after."""
         self.c_reconciles.add()
-        snap = {"positions": {}, "orders": []}
-        for i, p in enumerate(s.pos):
-            if p is not None and p.volume:
-                snap["positions"][self.symbols[i]] = p.values()
-        for o in self.book.working():
-            if o.strategy == s.index:
-                snap["orders"].append([o.client_id, o.instrument, o.side, o.qty, o.price,
-                                       o.ord_type, o.tif, o.state, o.filled, o.fill_value,
-                                       o.t_created_ns])
+        positions = {self.symbols[i]: p.values() for i, p in enumerate(s.pos)
+                     if p is not None and p.volume}
+        orders = [[o.client_id, o.instrument, o.side, o.qty, o.price, o.ord_type, o.tif,
+                   o.state, o.filled, o.fill_value, o.t_created_ns]
+                  for o in self.book.working() if o.strategy == s.index]
         n = self.c_reconciles.value
-        write_private(snapshot_path(self.ctx.runtime_dir, self.ctx.instance, s.name),
-                      msgspec.json.encode({"n": n, **snap}))
+        write_snapshot(self.ctx.runtime_dir, self.ctx.instance, s.name, n, positions, orders)
         now = time.monotonic_ns()
         s.outbox.add(Control(0, now, ControlKind.RECONCILED, n))
         s.outbox.flush()
@@ -864,7 +872,6 @@ class Executor(Agent):
         self.venue.submit(s.index, oid, inst, ev.side, ev.qty, ev.ord_type, ev.tif, ev.price, now)
         if ev.tick_seq >= 0:
             self.t2t.record(time.monotonic_ns() - ev.t_ingest)  # first: nothing before the venue
-        self._spent(s)
         # into the book after the hand-over (the venue answers nothing before the next poll)
         self.book.add(o)
         self.latency.record(now - ev.t_ingest)
@@ -919,17 +926,6 @@ class Executor(Agent):
         else:
             self.venue.replace(s.index, ev.order_id, qty, price, now)
             self.book.requested(o, qty)  # an increase is at risk from now on
-            self._spent(s)
-
-    def _spent(self, s: _Strategy) -> None:
-        """An order or replace took a rate token: the buckets' state goes where a restarted
-        executor finds it (it takes one token more off, for a spend not kept: see
-        RiskEngine.restore_buckets)."""
-        level, t, i_level, i_t = self.risk.bucket_state(s.index)
-        s.g_rate[0].set(level)
-        s.g_rate[1].set(t)
-        self.g_rate[0].set(i_level)
-        self.g_rate[1].set(i_t)
 
     def _cancel_rejected(self, s: _Strategy, ev, reason: int) -> None:
         """A cancel or replace refused here, before the venue."""
@@ -956,6 +952,7 @@ class Executor(Agent):
         book = self.book
         state = self.state
         take = self.venue.take_seq if seqs is None else iter(seqs).__next__
+        counted = self.c_by_kind
         applied = 0
         for owner, cid, kind, qty, price, reason in evs:
             seq = take()
@@ -971,36 +968,21 @@ class Executor(Agent):
             if seqs is not None:
                 self.c_answers_replayed.add()
             s = self.strategies[owner]
-            if kind == _FILL:
-                self.c_fills.add()
+            counted[kind].add()
+            if reason:  # a REJECT's, a CANCEL_REJECTED's
+                self.c_reject_by[reason].add()
+            if kind == _FILL:  # the order, its position and the sequence: one journaled step
                 self._fill(s, o, qty, price, seq)
                 if o.state == _FILLED:
                     self.c_filled.add()
                     self._ended(o)
-            elif kind == _ACK:
-                self.c_acks.add()
-                state.set_state(o)
-                state.set_venue_seq(seq)
-            elif kind == _CANCELED:
-                self.c_canceled.add()
-                self._ended(o)
-                state.set_venue_seq(seq)
-            elif kind == _EXPIRED:
-                self.c_expired.add()
-                self._ended(o)
-                state.set_venue_seq(seq)
-            elif kind == _REJECT:
-                self.c_rejects.add()
-                self.c_reject_by[reason].add()
-                self._ended(o)
-                state.set_venue_seq(seq)
             elif kind == _REPLACED:
-                self.c_replaced.add()
                 state.update(o, venue_seq=seq)
-            else:
-                self.c_cancel_rejects.add()
-                if reason:
-                    self.c_reject_by[reason].add()
+            else:  # one word (or none), then the sequence that says it was applied
+                if kind == _ACK:
+                    state.set_state(o)
+                elif kind != _CANCEL_REJECTED:  # CANCELED, EXPIRED, REJECT
+                    self._ended(o)
                 state.set_venue_seq(seq)
             if seq:
                 s.vseq = seq

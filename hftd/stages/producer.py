@@ -301,8 +301,9 @@ class Producer(Agent):
             seq0 = w.position
             self._put_batch(b, t_ingest)
             if rec is not None:  # written before the publish (module docstring of recording)
-                self._record(lambda t: rec.write(seq0, b.instrument, b.price, b.qty,
-                                                 b.t_exchange, t_ingest, t))
+                rec.write(seq0, b.instrument, b.price, b.qty, b.t_exchange, t_ingest,
+                          time.time_ns())
+                self._recorded()
         else:
             self._put_each(b, t_ingest, room)
         self._checkpoint(n, w, fed_before, received_before, published_before)
@@ -329,10 +330,9 @@ class Producer(Agent):
         q[ck[5]] = published + w.position - w.published
         q[ck[6]] = w.position  # the cursor once published
 
-    def _record(self, write) -> None:
-        """Write a batch to the recording (before its publish), stamped with the wall clock."""
-        t_wall = time.time_ns()
-        write(t_wall)
+    def _recorded(self) -> None:
+        """A batch went to the recording (before its publish, stamped with the wall clock):
+        the day of its file, for status."""
         if self.recorder.day != self._rec_day.value:
             self._rec_day.set(self.recorder.day)
 
@@ -363,7 +363,8 @@ class Producer(Agent):
 
         n = self.flow.pending.flush(w.claim(len(self.flow.pending)), emit)
         if rows:
-            self._record(lambda t: self.recorder.write_rows(rows, t))
+            self.recorder.write_rows(rows, time.time_ns())
+            self._recorded()
         if n:
             self._checkpoint(0, w)
             self.c_published.add(w.publish())
@@ -406,7 +407,8 @@ class Producer(Agent):
             w.put(i, t_ingest, encode(Tick(w.position, t_ingest, i, p, q, x)))
             room -= 1
         if rows:
-            self._record(lambda t: self.recorder.write_rows(rows, t))
+            self.recorder.write_rows(rows, time.time_ns())
+            self._recorded()
 
     def _validate(self, b) -> np.ndarray | None:
         """Mask of good ticks, or None when all are good (the common case, one check)."""

@@ -120,21 +120,49 @@ class TokenBucket:
     Integer arithmetic only, so there is no drift however long it runs: the level is kept
     in units where one token costs `cost` = 1e9 * q and one nanosecond adds `p` units, with
     p/q the rate as an exact fraction (rate 2.5/s: p = 5, q = 2). Time that goes backwards
-    adds nothing. A rate of 0 means unlimited (every take succeeds)."""
+    adds nothing. A rate of 0 means unlimited (every take succeeds).
 
-    __slots__ = ("per_ns", "cost", "cap", "level", "t", "unlimited")
+    The level and its time live in two words of a store (`keep_in`: the executor's stats
+    block, where a restarted executor finds them; a private pair until then), as the strategy
+    ids of `IdSource` do."""
+
+    __slots__ = ("per_ns", "cost", "cap", "unlimited", "_s", "_il", "_it")
 
     def __init__(self, rate_per_s: float, burst: int):
-        self.level = 0
-        self.t = 0
+        self._s, self._il, self._it = [0, 0], 0, 1
+        self.cost = 0
         self.configure(rate_per_s, burst)
         self.level = self.cap  # full at start
+
+    @property
+    def level(self) -> int:
+        return self._s[self._il]
+
+    @level.setter
+    def level(self, v: int) -> None:
+        self._s[self._il] = v
+
+    @property
+    def t(self) -> int:
+        return self._s[self._it]
+
+    def keep_in(self, store, i_level: int, i_t: int, resume: bool) -> None:
+        """From now on keep the level and its time in `store[i_level]`, `store[i_t]`. With
+        `resume` (a restarted executor) take back what a previous process left there, one
+        token lower (never handing out a token twice: the rate is never exceeded across a
+        restart); a bucket never used there (time 0) stays as it is."""
+        level, t = self.level, self.t
+        if resume and store[i_t] and not self.unlimited:
+            level, t = max(0, min(self.cap, store[i_level] - self.cost)), store[i_t]
+        self._s, self._il, self._it = store, i_level, i_t
+        store[i_t] = t
+        store[i_level] = level
 
     def configure(self, rate_per_s: float, burst: int) -> None:
         """Change rate and burst, keeping the level in tokens (clamped to the new burst)."""
         if rate_per_s < 0 or burst < 0:
             raise ValueError(f"rate and burst must be >= 0, got {rate_per_s}, {burst}")
-        old_cost = getattr(self, "cost", 0)
+        old_cost = self.cost
         frac = Fraction(rate_per_s).limit_denominator(1_000_000)
         self.unlimited = frac == 0
         self.per_ns = frac.numerator
@@ -147,17 +175,18 @@ class TokenBucket:
         """Refill up to now; is there a token? (Takes nothing.)"""
         if self.unlimited:
             return True
-        elapsed = now_ns - self.t
+        s, il, it = self._s, self._il, self._it
+        elapsed = now_ns - s[it]
         if elapsed > 0:
-            level = self.level + elapsed * self.per_ns
-            self.level = level if level < self.cap else self.cap
-            self.t = now_ns
-        return self.level >= self.cost
+            level = s[il] + elapsed * self.per_ns
+            s[it] = now_ns  # the time first: a process killed between the two stores leaves
+            s[il] = level if level < self.cap else self.cap  # a bucket refilled less, not twice
+        return s[il] >= self.cost
 
     def consume(self) -> None:
         """Spend the token `ready` found."""
         if not self.unlimited:
-            self.level -= self.cost
+            self._s[self._il] -= self.cost
 
     def take(self, now_ns: int) -> bool:
         if self.ready(now_ns):
@@ -210,22 +239,6 @@ class RiskEngine:
             b.configure(limits.order_rate, limits.order_burst)
         self.instance_bucket.configure(limits.instance_order_rate, limits.instance_order_burst)
         self._apply(limits)
-
-    def bucket_state(self, strategy: int) -> tuple[int, int, int, int]:
-        """(level, time) of strategy `strategy`'s order-rate bucket and of the instance's, for
-        the executor to keep where its next process finds them."""
-        b, i = self.buckets[strategy], self.instance_bucket
-        return b.level, b.t, i.level, i.t
-
-    def restore_buckets(self, saved: list, instance: tuple[int, int]) -> None:
-        """Take back each strategy's (level, time), and the instance's, that a previous
-        process kept after its last spend, minus one token each: it may have spent one more
-        and died before keeping it, so a restart never hands out a token twice (the rate is
-        never exceeded across a restart). A bucket never kept (time 0) stays full."""
-        for b, (level, t) in zip((*self.buckets, self.instance_bucket), (*saved, instance)):
-            if t and not b.unlimited:
-                b.level = max(0, min(b.cap, level - b.cost))
-                b.t = t
 
     def pause(self) -> None:
         self.kill_switch = True

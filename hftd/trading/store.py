@@ -338,7 +338,7 @@ class TradingState:
     def positions(self) -> list[SavedPosition]:
         """Every position record (configured or not), for start-up checks and tests."""
         out = []
-        q, d = self.q, self.d
+        d = self.d
         for s in sorted(self._pos.values()):
             b = POS + s * POS_WORDS
             names = (b + P_NAMES) * 8

@@ -94,7 +94,6 @@ class VenueLog:
     events: list = field(default_factory=list)
     orders: dict = field(default_factory=dict)
     new_orders: int = 0  # N records
-    unknown_answers: int = 0  # answers naming an order the log does not have (anomalies)
 
 
 N, R, C, P, E = 1, 2, 3, 4, 5  # record types
@@ -230,8 +229,7 @@ def _parse(rows: list, out: VenueLog) -> None:
         else:
             owner, cid, kind, qty, price, reason = vals
             o = orders.get(cid)
-            if o is None or kind not in _E_KINDS:
-                out.unknown_answers += 1
+            if o is None or kind not in _E_KINDS:  # (inst -1: not reported again)
                 out.events.append((seq, owner, cid, kind, qty, price, reason, -1, 0, 0, 0))
                 continue
             if kind == ReportKind.FILL:
