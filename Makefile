@@ -1,5 +1,6 @@
 # `make run` and `make test` create or refresh the virtualenv themselves (with the test and
-# bench extras: the suite smoke-tests the benchmark's baselines too).
+# bench extras: the suite smoke-tests the benchmark's baselines too; and the pfcf extra: the
+# suite tests the PFCF feed and venue with unitrade's own objects).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,pfcf]'
 	touch $(STAMP)
 
 venv: $(STAMP)

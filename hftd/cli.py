@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 
 import click
@@ -101,7 +102,35 @@ def agent(role, name, instance, runtime_dir, supervisor_pid):
 
     if role == "strategy" and not name:
         raise click.UsageError("role strategy needs --name")
-    sys.exit(agent_main(role, name, instance, runtime_dir))
+    try:
+        code = agent_main(role, name, instance, runtime_dir)
+    except SystemExit as e:
+        code = e.code
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    _exit(code)
+
+
+def _exit(code) -> None:
+    """Exit with `code`, even past threads a broker library left running: unitrade's are not
+    daemon threads (found: a producer whose PFCF login failed printed its error and then
+    hung, keeping the pipeline from starting until the supervisor's start timeout)."""
+    import threading
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    code = 0 if code is None else code
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive()
+           for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def _check_writable(path: str) -> None:

@@ -85,6 +85,7 @@ _DECIMAL_RE = re.compile(r"[0-9]{1,20}(\.[0-9]{1,20})?")
 
 _CURRENCY_RE = re.compile(r"[A-Z]{3}")
 _TAIFEX_CODE_RE = re.compile(r"[A-Z0-9]{1,8}")
+_PFCF_CODE_RE = re.compile(r"[A-Z0-9]{3}")
 _MONTH_RE = re.compile(r"(19|20)[0-9]{2}[01][0-9]")
 _CLOCK_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _OFFSET_RE = re.compile(r"([+-])([01][0-9]):([0-5][0-9])")
@@ -104,15 +105,19 @@ class Instrument(_Base):
     fee_per_lot: float = 0.0  # currency per lot and side (the broker's and exchange's fees)
     tax_rate: float = 0.0  # transaction tax, share of the notional per side (TAIFEX index futures: 0.00002)
     taifex: str = ""  # feed = "taifex": the product code in TAIFEX's files (TX, MTX, TE, ...); "" = none
-    expiry: str = ""  # feed = "taifex": the contract month YYYYMM; "" = the front month of each file
+    expiry: str = ""  # the contract month YYYYMM; "" = the front month (of each TAIFEX file; PFCF's nearest)
+    pfcf: str = ""  # feed/venue = "pfcf": PFCF's product code (TXF, MXF, TMF, EXF, FXF ...); "" = none
 
     def __post_init__(self):
         if self.taifex and not _TAIFEX_CODE_RE.fullmatch(self.taifex):
             raise ValueError(f"taifex {_short(self.taifex)} must be a TAIFEX product code: 1-8 "
                              f"capital letters or digits, such as 'TX' or 'MTX'")
+        if self.pfcf and not _PFCF_CODE_RE.fullmatch(self.pfcf):
+            raise ValueError(f"pfcf {_short(self.pfcf)} must be a PFCF futures product code: "
+                             f"3 capital letters or digits, such as 'TXF' or 'MXF'")
         if self.expiry:
-            if not self.taifex:
-                raise ValueError("expiry is set but taifex (the product code) is not")
+            if not (self.taifex or self.pfcf):
+                raise ValueError("expiry is set but neither taifex nor pfcf (a product code) is")
             if not (_MONTH_RE.fullmatch(self.expiry) and 1 <= int(self.expiry[4:]) <= 12):
                 raise ValueError(f"expiry {_short(self.expiry)} must be a contract month "
                                  f"YYYYMM, such as '202612', or \"\" for the front month")
@@ -279,7 +284,7 @@ def _batch_ok(batch: int, key: str = "batch") -> None:
 
 class ProducerConfig(_Base):
     cpus: list[int] = []
-    feed: Literal["synthetic", "taifex", "recording"] = "synthetic"
+    feed: Literal["synthetic", "taifex", "recording", "pfcf"] = "synthetic"
     batch: int = 512  # most ticks taken from the feed per publish
     record: str = ""  # a directory: record every published tick there (hftd.feeds.recording); "" = off
     synthetic: SyntheticFeedConfig = msgspec.field(default_factory=SyntheticFeedConfig)
@@ -455,7 +460,7 @@ class SimVenueConfig(_Base):
 
 class ExecutorConfig(_Base):
     cpus: list[int] = []
-    venue: Literal["sim"] = "sim"
+    venue: Literal["sim", "pfcf"] = "sim"
     # the flow policy of ticks.executor, the market data the dispatcher sends the venue
     market_data_policy: Literal["block", "conflate"] = "block"
     sim: SimVenueConfig = msgspec.field(default_factory=SimVenueConfig)
@@ -483,6 +488,51 @@ class ExecutorConfig(_Base):
     def utc_offset_s(self) -> int:
         m = _OFFSET_RE.fullmatch(self.utc_offset)
         return (1 if m[1] == "+" else -1) * (int(m[2]) * 3600 + int(m[3]) * 60)
+
+
+class PfcfConfig(_Base):
+    """PFCF (統一期貨) through unitrade (hftd.pfcf): feed = "pfcf" and venue = "pfcf"."""
+
+    # a TOML file only its owner may read (url, userid, password, ca_path, ca_password and
+    # optionally account); "" = the environment's HFTD_PFCF_* variables
+    credentials: str = ""
+    account: str = ""  # the trading account; "" = the credentials' account, or the login's only one
+    subaccount: str = ""
+    day_trade: bool = False  # orders carry the day-trade flag (當沖 'Y')
+    # a quote feed silent longer than this during trading hours raises an alarm (kill switch)
+    silence_s: float = 10.0
+    hours: list[str] = msgspec.field(  # TAIFEX's sessions, Taipei time
+        default_factory=lambda: ["08:45-13:45", "15:00-05:00"])
+    days: list[int] = msgspec.field(  # ISO weekdays sessions open on (Monday 1 .. Sunday 7)
+        default_factory=lambda: [1, 2, 3, 4, 5])
+    holidays: list[str] = []  # dates (YYYY-MM-DD, Taipei) on which no session opens
+    queue: int = 65536  # quotes waiting between unitrade's thread and the producer, at most
+
+    def __post_init__(self):
+        if "\0" in self.credentials:
+            raise ValueError("credentials contains a NUL character")
+        for key in ("account", "subaccount"):
+            v = getattr(self, key)
+            if v and not re.fullmatch(r"[0-9A-Za-z]{1,16}", v):
+                raise ValueError(f"{key} must be 1-16 letters or digits")
+        _float_in("silence_s", self.silence_s, 0, 86400, above=True)
+        from .pfcf import HOURS_RE
+
+        for k, h in enumerate(self.hours):
+            if not HOURS_RE.fullmatch(h):
+                raise ValueError(f"hours[{k}]: {_short(h)} must be HH:MM-HH:MM (Taipei time)")
+        for k, d in enumerate(self.days):
+            _int_in(f"days[{k}]", d, 1, 7, " (ISO weekday: Monday 1 .. Sunday 7)")
+        import datetime
+
+        for k, d in enumerate(self.holidays):
+            try:
+                ok = datetime.date.fromisoformat(d).isoformat() == d
+            except ValueError:
+                ok = False
+            if not ok:
+                raise ValueError(f"holidays[{k}]: {_short(d)} must be a date YYYY-MM-DD")
+        _int_in("queue", self.queue, 16, 1 << 22)
 
 
 class SupervisorConfig(_Base):
@@ -580,14 +630,15 @@ def _default_instruments() -> list[Instrument]:
     TAIEX (TXF), mini (MXF), micro (TMF), electronics (TE), finance (TF)."""
     from .trading.instruments import TAIFEX_DEFAULTS as T
 
-    def taifex(symbol: str, product: str) -> Instrument:
+    def taifex(symbol: str, product: str, pfcf: str) -> Instrument:
         d = T[product]
         return Instrument(symbol=symbol, tick_size=d["tick_size"],
                           multiplier=float(d["multiplier"]), currency=d["currency"],
-                          tax_rate=float(d["tax_rate"]), taifex=product)
+                          tax_rate=float(d["tax_rate"]), taifex=product, pfcf=pfcf)
 
-    return [taifex("TXF", "TX"), taifex("MXF", "MTX"), taifex("TMF", "TMF"), taifex("TE", "TE"),
-            taifex("TF", "TF")]
+    # (PFCF's codes: TE is EXF, TF is FXF)
+    return [taifex("TXF", "TX", "TXF"), taifex("MXF", "MTX", "MXF"), taifex("TMF", "TMF", "TMF"),
+            taifex("TE", "TE", "EXF"), taifex("TF", "TF", "FXF")]
 
 
 class Config(_Base):
@@ -603,6 +654,7 @@ class Config(_Base):
     executor: ExecutorConfig = msgspec.field(default_factory=ExecutorConfig)
     supervisor: SupervisorConfig = msgspec.field(default_factory=SupervisorConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    pfcf: PfcfConfig = msgspec.field(default_factory=PfcfConfig)
 
     def __post_init__(self):
         if not _INSTANCE_RE.fullmatch(self.instance):  # shm's check lets a final "\n" by
@@ -638,6 +690,8 @@ class Config(_Base):
                 k = [n for n, i in enumerate(self.instruments) if i.taifex][again]
                 raise ValueError(f"instruments[{k}].taifex: {coded[again][0]!r} with expiry "
                                  f"{coded[again][1]!r} is already another instrument's")
+        if self.producer.feed == "pfcf" or self.executor.venue == "pfcf":
+            self._check_pfcf(symbols)
         if self.producer.feed == "recording":
             from .feeds.recording import RecordingError, check_instruments
 
@@ -668,6 +722,30 @@ class Config(_Base):
                 f"supervisor.heartbeat_timeout_s {heartbeat:g}: an idle agent beats its "
                 f"heartbeat every 64 parks, {64 * park_s:g} s apart, which must be at most half "
                 f"the timeout or the supervisor kills idle agents as hung")
+
+    def _check_pfcf(self, symbols: list[str]) -> None:
+        coded = [(i.pfcf, i.expiry) for i in self.instruments if i.pfcf]
+        if not coded:
+            raise ValueError("instruments: PFCF needs instruments with a PFCF product code "
+                             "(pfcf = \"TXF\", say)")
+        again = _second(coded)
+        if again is not None:
+            k = [n for n, i in enumerate(self.instruments) if i.pfcf][again]
+            raise ValueError(f"instruments[{k}].pfcf: {coded[again][0]!r} with expiry "
+                             f"{coded[again][1]!r} is already another instrument's")
+        if self.executor.venue == "pfcf":
+            for s in self.strategies:
+                for sym in s.instruments:  # (none listed: all; an order for one
+                    ins = self.instruments[symbols.index(sym)]  # without a code is refused)
+                    if not ins.pfcf:
+                        raise ValueError(f"strategies[{s.name}].instruments: {sym!r} has no "
+                                         f"PFCF product code (pfcf) to send orders with")
+        from .pfcf import PfcfError, load_credentials
+
+        try:
+            load_credentials(self.pfcf.credentials)
+        except PfcfError as e:
+            raise ValueError(f"pfcf.credentials: {e}") from None
 
     # --- derived -----------------------------------------------------------------------
     def symbols(self) -> list[str]:

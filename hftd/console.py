@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .report import (accounting_lines, order_lines, position_lines, recording_lines,
-                     recovery_lines, taifex_lines)
+from .report import (accounting_lines, order_lines, pfcf_lines, position_lines,
+                     recording_lines, recovery_lines, taifex_lines, venue_lines)
 
 
 def _us(v) -> str:
@@ -46,7 +46,9 @@ def render(st: dict) -> str:
                  f"{t['conflated']:,} dropped {t['dropped']:,} seq gaps {t['seq_gaps']:,}")
     lines.extend(taifex_lines(st))
     lines.extend(recording_lines(st))
+    lines.extend(pfcf_lines(st))
     lines.extend(order_lines(st))
+    lines.extend(venue_lines(st))
     lines.extend(position_lines(st))
     lines.extend(recovery_lines(st))
     lines.extend(accounting_lines(st))

@@ -83,6 +83,7 @@ class RejectReason(enum.IntEnum):
     UNKNOWN_ORDER = 13  # cancel/replace of an order the executor does not know (or that ended)
     DUPLICATE_ORDER_ID = 14  # a client order id already used, or not the strategy's own
     BAD_ORDER = 15  # an unknown action, order type or time in force; a market order with a price
+    VENUE_REFUSED = 16  # the venue (the broker) refused it: its code and message are in the executor's log
 
 
 class Tick(msgspec.Struct, array_like=True, tag=1, gc=False):

@@ -96,7 +96,9 @@ class HftdCollector:
             for name, kind in block.schema.values:
                 value = vals[name]
                 if a.role == "producer" and name.startswith("feed."):
-                    continue  # the file feed's own metrics (_feed_metrics)
+                    continue  # the feed's own metrics (_feed_metrics, _pfcf_metrics)
+                if a.role == "executor" and name.startswith("venue."):
+                    continue  # a live venue's (_pfcf_metrics)
                 if a.role == "executor" and (name.split(".", 1)[0] in _POSITION
                                              or name == "day_pnl"):
                     continue
@@ -127,7 +129,9 @@ class HftdCollector:
                 _histogram(t2t, [], hists["tick_to_trade"])
         yield from (stage_lat, t2t, events, gauges, conflated, dropped, rejected, alarms,
                     order_rejects, position, pnl, avg, lots, day_pnl)
-        yield from _feed_metrics(v.blocks["producer"].snapshot()["values"])
+        feed_vals = v.blocks["producer"].snapshot()["values"]
+        yield from _feed_metrics(feed_vals)
+        yield from _pfcf_metrics(feed_vals, v.blocks["executor"].snapshot()["values"])
 
         occ = GaugeMetricFamily("hftd_ring_occupancy_ratio", "Ring occupancy (write - read cursor) "
                                 "over capacity", labels=["ring"])
@@ -168,6 +172,48 @@ class HftdCollector:
         paused = GaugeMetricFamily("hftd_trading_paused", "1 while the kill switch is on")
         paused.add_metric([], v.blocks["executor"].get("paused"))
         yield from (up, age, restarts, cpu, rss, paused)
+
+
+def _pfcf_metrics(feed: dict, venue: dict):
+    """PFCF (hftd.feeds.pfcf, hftd.venues.pfcf): each path's connection, its connection
+    events, the feed's messages by outcome and its silence, the venue's counts."""
+    if "feed.disconnects" not in feed and "venue.connected" not in venue:
+        return
+    up = GaugeMetricFamily("hftd_pfcf_connected", "1 while PFCF's quote (feed) or order "
+                           "(venue) connection is up", labels=["path"])
+    conn = CounterMetricFamily("hftd_pfcf_connection_events", "PFCF connection events by path "
+                               "(quote, order) and event (connects, disconnects, errors)",
+                               labels=["path", "event"])
+    for path, vals, p in (("quote", feed, "feed."), ("order", venue, "venue.")):
+        if f"{p}connected" not in vals:
+            continue
+        up.add_metric([path], vals[f"{p}connected"])
+        for e in ("connects", "disconnects", "errors"):
+            conn.add_metric([path, e], vals[f"{p}{e}"])
+    yield from (up, conn)
+    if "feed.disconnects" in feed:
+        from .feeds.pfcf import COUNTS
+
+        msgs = CounterMetricFamily("hftd_pfcf_feed", "The PFCF feed's counts: messages, ticks, "
+                                   "lots, duplicates, gap_lots (missed), bad_price, unknown, "
+                                   "sessions, overflow", labels=["what"])
+        for k in COUNTS:
+            if k not in ("connects", "disconnects", "errors"):
+                msgs.add_metric([k], feed[f"feed.{k}"])
+        silent = GaugeMetricFamily("hftd_pfcf_feed_silent_seconds", "Seconds without a PFCF "
+                                   "trade while TAIFEX is open")
+        silent.add_metric([], feed["feed.silent_s"])
+        yield from (msgs, silent)
+    if "venue.connected" in venue:
+        from .venues.pfcf import COUNTERS
+
+        orders = CounterMetricFamily("hftd_pfcf_venue", "The PFCF venue's counts: refused, "
+                                     "foreign (other programs' replies), unmatched, and what "
+                                     "the start-up reconciliation applied", labels=["what"])
+        for k in COUNTERS:
+            if k not in ("connects", "disconnects", "errors"):
+                orders.add_metric([k], venue[f"venue.{k}"])
+        yield orders
 
 
 def _feed_metrics(vals: dict):

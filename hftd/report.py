@@ -124,10 +124,35 @@ def build(agents: dict, rings: dict, wall_time_s: float, cfg=None) -> dict:
     feed = recording(prod, cfg)
     if feed is not None:
         out["recording"] = feed
+    feed = pfcf(prod, cfg)
+    if feed is not None:
+        out["pfcf"] = feed
     rec = recorded(prod, cfg)
     if rec is not None:
         out["record"] = rec
+    live = venue(execu["values"])
+    if live is not None:
+        out["venue"] = live
     return out
+
+
+def venue(ex: dict) -> dict | None:
+    """A live venue's connection and reconciliation counts (venue = "pfcf",
+    hftd.venues.pfcf); None for the simulated venue."""
+    if "venue.connected" not in ex:
+        return None
+    return {k[6:]: v for k, v in ex.items() if k.startswith("venue.")}
+
+
+def venue_lines(rep: dict) -> list[str]:
+    v = rep.get("venue")
+    if not v:
+        return []
+    return [f"venue PFCF: {'connected' if v['connected'] else 'DISCONNECTED'}, connects "
+            f"{v['connects']} disconnects {v['disconnects']} errors {v['errors']}; refused "
+            f"{v['refused']}; replies of other programs {v['foreign']}, matches not ours "
+            f"{v['unmatched']}; at start: fills applied {v['reconciled_fills']}, orders ended "
+            f"{v['reconciled_ends']}, orders PFCF never got {v['reconciled_lost']}"]
 
 
 def _taipei(ns: int) -> str | None:
@@ -259,6 +284,53 @@ def taifex_lines(rep: dict) -> list[str]:
         last = "-" if v["last"] is None else f"{v['last']:,.2f}"
         lines.append(f"  {sym:<8} ({v['taifex']} {v['expiry']}): ticks {v['ticks']:,} lots "
                      f"{v['lots']:,} first {first} last {last}")
+    return lines
+
+
+def pfcf(prod: dict, cfg=None) -> dict | None:
+    """The live PFCF feed (feed = "pfcf"): its connection, its messages by outcome, ticks
+    lost, silence, and per instrument the ticks, lots and last price. None for another feed."""
+    if "feed.disconnects" not in prod:
+        return None
+    from .feeds.pfcf import COUNTS
+
+    instruments = {}
+    for ins in (cfg.instruments if cfg is not None else ()):
+        if not ins.pfcf or f"feed.ticks.{ins.symbol}" not in prod:
+            continue
+        last = prod[f"feed.last.{ins.symbol}"]
+        instruments[ins.symbol] = {
+            "pfcf": ins.pfcf, "expiry": ins.expiry or "front month",
+            "ticks": prod[f"feed.ticks.{ins.symbol}"], "lots": prod[f"feed.lots.{ins.symbol}"],
+            "last": float(last * Decimal(ins.tick_size)) if last else None,
+            "volume": prod[f"feed.total.{ins.symbol}"]}
+    return {"connected": bool(prod["feed.connected"]),
+            "subscribed": prod["feed.subscribed"], "contracts": prod["feed.contracts"],
+            **{k: prod[f"feed.{k}"] for k in COUNTS},
+            "silent_s": prod["feed.silent_s"], "queued": prod["feed.queued"],
+            "alarms": prod["alarms"],
+            "last_exchange_time": _taipei(prod["feed.last_exchange_ns"]),
+            "instruments": instruments}
+
+
+def pfcf_lines(rep: dict) -> list[str]:
+    p = rep.get("pfcf")
+    if not p:
+        return []
+    lines = [
+        f"pfcf feed: quote path {'connected' if p['connected'] else 'DISCONNECTED'} "
+        f"(connects {p['connects']}, disconnects {p['disconnects']}, errors {p['errors']}); "
+        f"subscribed {p['subscribed']}/{p['contracts']}; silent {p['silent_s']} s; alarms "
+        f"{p['alarms']}; exchange time {p['last_exchange_time'] or '-'}",
+        f"  messages {p['messages']:,}: ticks {p['ticks']:,} (bad price {p['bad_price']:,}) "
+        f"lots {p['lots']:,}; duplicates {p['duplicates']:,}; lots missed {p['gap_lots']:,}; "
+        f"unknown contract {p['unknown']:,}; new sessions {p['sessions']}; lost to a full "
+        f"queue {p['overflow']:,} ticks; queued {p['queued']:,}",
+    ]
+    for sym, v in p["instruments"].items():
+        last = "-" if v["last"] is None else f"{v['last']:,.2f}"
+        lines.append(f"  {sym:<8} ({v['pfcf']} {v['expiry']}): ticks {v['ticks']:,} lots "
+                     f"{v['lots']:,} last {last} day volume {v['volume']:,}")
     return lines
 
 
@@ -474,7 +546,9 @@ def summary_text(rep: dict) -> str:
         f"dropped {t['dropped']} seq gaps {t['seq_gaps']}",
         *taifex_lines(rep),
         *recording_lines(rep),
+        *pfcf_lines(rep),
         *order_lines(rep),
+        *venue_lines(rep),
         *position_lines(rep),
         *recovery_lines(rep),
         f"throughput: {rep['throughput_ticks_per_s']:,.0f} ticks/s over {rep['active_time_s']:.3f} s "

@@ -583,7 +583,7 @@ class Supervisor:
 
     def _check_alarms(self) -> None:
         total = sum(a.block.get("alarms") for a in self.agents
-                    if a.spec.role in ("strategy", "executor"))
+                    if a.spec.role in ("producer", "strategy", "executor"))
         if total > self.alarms_seen:
             self.alarms_seen = total
             if not self.paused:

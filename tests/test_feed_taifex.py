@@ -313,7 +313,7 @@ def test_config_keys(tmp_path):
         ({"instruments": [{"symbol": "A", "taifex": "TX", "expiry": "202613"}]},
          "instruments\\[0\\]: expiry '202613' must be a contract month"),
         ({"instruments": [{"symbol": "A", "expiry": "202612"}]},
-         "expiry is set but taifex"),
+         "expiry is set but neither taifex nor pfcf"),
         ({"instruments": [{"symbol": "A", "taifex": "tx"}]}, "taifex 'tx' must be"),
         ({"producer": {"feed": "taifex", "taifex": {"path": str(p)}},
           "instruments": [{"symbol": "A", "taifex": "TX"}, {"symbol": "B", "taifex": "TX"}],

@@ -5,7 +5,8 @@ and one property, ``exhausted`` (the source has ended: the producer then ends it
 A feed a restarted producer can continue also has ``position`` (ticks taken so far) and
 ``advance(n)`` (skip the first n): `synthetic` (a random walk), `taifex` (TAIFEX's daily
 tick files, hftd.feeds.taifex) and `recording` (a session recorded with `[producer] record`,
-hftd.feeds.recording) all do.
+hftd.feeds.recording) all do. `pfcf` (PFCF's live quotes through unitrade, hftd.feeds.pfcf)
+has no position and never ends by itself.
 Columns rather than objects, so the producer can validate a batch with numpy; a poll of a
 few ticks may return Python lists instead of arrays (numpy's per-call cost would dominate).
 """
@@ -49,6 +50,10 @@ def make(cfg, **kw):
         from .recording import RecordingFeed
 
         return RecordingFeed(cfg.producer.recording, cfg.instruments, **kw)
+    if cfg.producer.feed == "pfcf":
+        from .pfcf import PfcfFeed
+
+        return PfcfFeed(cfg, **kw)
     raise ValueError(f"producer.feed: unknown feed {cfg.producer.feed!r}")
 
 

@@ -93,7 +93,7 @@ from ..trading import OrdState, OrdType, price_ok
 from ..trading.orders import Order, OrderBook
 from ..trading.positions import Portfolio
 from ..trading.risk import RiskEngine, trading_day
-from ..trading.store import SavedOrder, TradingState, key, path_for
+from ..trading.store import SavedOrder, StateError, TradingState, key, path_for
 from ..venues.sim import VenueLog, check_log, log_path, read_log
 from .common import Outbox, decode_control, end_of_stream, fixed, read_control
 
@@ -209,6 +209,15 @@ class _Strategy:
         self.quarantined = False  # given up: no orders taken, no reports sent
 
 
+def _venue_values(cfg) -> tuple:
+    """A live venue's connection values (hftd.venues.pfcf): venue.connected and counters."""
+    if cfg.executor.venue != "pfcf":
+        return ()
+    from ..venues.pfcf import COUNTERS
+
+    return (("venue.connected", GAUGE), *((f"venue.{k}", COUNTER) for k in COUNTERS))
+
+
 class Executor(Agent):
     @classmethod
     def schema(cls, cfg) -> Schema:
@@ -239,6 +248,7 @@ class Executor(Agent):
                     ("reports_resent", COUNTER), ("requests_skipped", COUNTER),
                     ("requests_redone", COUNTER), ("requests_resent", COUNTER),
                     *((f"risk_reject.{r.name}", COUNTER) for r in REASONS),
+                    *_venue_values(cfg),
                     *per_strategy),
             histograms=("stage", "tick_to_trade"),
         )
@@ -383,7 +393,7 @@ class Executor(Agent):
             if e[0] > applied and self._venue_events([e[1:7]], [e[0]]):
                 continue  # applied now, and reported
             self._report_again(e)  # in effect already: reported if its strategy was not told
-        self.venue = venues.make(self.ctx.cfg, self.venue_log, last)
+        self.venue = self._make_venue(last)
         now = time.monotonic_ns()
         for o in self.book.working():
             self.venue.restore(o.strategy, o.client_id, o.instrument, o.side, o.qty, o.filled,
@@ -400,6 +410,16 @@ class Executor(Agent):
                     self.venue.replace(o.strategy, o.client_id, qty, price, now, log=False)
                     self.book.requested(o, qty)
                 self.c_requests_resent.add()
+        if hasattr(self.venue, "reconcile"):  # a live venue: its word on the restored orders
+            from ..pfcf import PfcfError
+
+            try:
+                self._venue_events(self.venue.reconcile())
+            except PfcfError as e:
+                print(f"hftd[{self.ctx.instance}] executor: error: {e}", file=sys.stderr,
+                      flush=True)
+                self.venue.close()
+                raise SystemExit(2) from None
         self.c_working_orders.set(self.book.n_working)
         for s in self.strategies:
             s.skip_to, s.redo = 0, False
@@ -408,6 +428,38 @@ class Executor(Agent):
                 s.skip_to = p + 1
                 s.redo = not self._left_trace(s, ev)
         self.vlog = VenueLog()  # what it said is applied (a long run's log is big: not kept)
+
+    def _make_venue(self, last: int):
+        """The configured venue; a live one (PFCF) is logged in here, its alarms polled."""
+        ctx = self.ctx
+        cfg = ctx.cfg
+        self.venue_alarms = None
+        if cfg.executor.venue != "pfcf":
+            return venues.make(cfg, self.venue_log, last)
+        from .. import pfcf
+        from ..venues.pfcf import COUNTERS, PfcfVenue
+
+        who = f"hftd[{ctx.instance}] executor"
+        st = ctx.stats
+        values = {k: st.value(f"venue.{k}") for k in (*COUNTERS, "connected")}
+        journal = os.path.join(cfg.resolved_state_dir(), f"pfcf-orders.{ctx.instance}.log")
+        v = None
+        try:
+            creds = pfcf.load_credentials(cfg.pfcf.credentials)
+            v = PfcfVenue(cfg, None, "", {}, values, wake=ctx.doorbell.release,
+                          log=lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
+                          journal=journal, redact=creds.redact)
+            api = pfcf.login(creds, connect=v.attach,
+                             workdir=pfcf.workdir(cfg.resolved_state_dir()))
+            v.account = pfcf.account_of(api, creds, cfg.pfcf.account)
+            v.set_codes(pfcf.contract_codes(api, cfg.instruments))
+        except (pfcf.PfcfError, StateError) as e:  # (StateError: the order journal's file)
+            print(f"{who}: error: {e}", file=sys.stderr, flush=True)
+            if v is not None:
+                v.close()
+            raise SystemExit(2) from None
+        self.venue_alarms = v.alarms
+        return v
 
     def _last_reports(self, s: _Strategy, n: int):
         """The newest reports (and controls) in strategy `s`'s reports ring, newest first, at
@@ -508,6 +560,9 @@ class Executor(Agent):
         evs = self.venue.poll(time.monotonic_ns())
         if evs:
             work += self._venue_events(evs)
+        if self.venue_alarms is not None:  # a live venue's: a lost connection, say
+            for why in self.venue_alarms():
+                self._alarm(why)
         now = time.monotonic_ns()
         if now - self.marked_ns >= MARK_INTERVAL_NS:
             self._mark(now)
@@ -1077,6 +1132,8 @@ class Executor(Agent):
     def on_close(self) -> None:
         self._mark(time.monotonic_ns())
         self.state.flush()  # to the disk now, not at the kernel's next write-back
+        if hasattr(self.venue, "close"):  # a live venue's session
+            self.venue.close()
 
     # --- kill switch, quarantine, end of stream ---------------------------------------------
     def _alarm(self, why: str) -> None:

@@ -21,6 +21,14 @@ A file feed (`taifex`, `recording`) has values of its own (`feed.*`: rows or tic
 outcome, where the replay is, and for taifex per instrument ticks, lots, first and last
 price), written after each poll that took ticks or
 opened a file; they are a function of the feed's position, so `_resume` re-derives them.
+
+The live feed (`pfcf`, hftd.feeds.pfcf) logs in to PFCF when the producer starts (a failure
+is one line naming the URL, exit status 2) and rings the producer's doorbell when quotes
+arrive. Each pass the producer takes its connection events (counted, logged), the ticks lost
+to its full queue (received and dropped, under any ring policy: there is nothing to block at
+the source of live data) and, every UPKEEP_NS, its silence alarm (`alarms`: the supervisor
+pauses trading). Its `feed.*` values are counters added as they grow, so a restarted
+producer (which logs in again and continues: there is no position to resume) keeps them.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from .common import end_of_stream, read_control
 
 REJECT_REASONS = ("bad_price", "bad_qty", "unknown_instrument")
 SMALL_BATCH = 8  # up to this many ticks are checked and written one by one
+UPKEEP_NS = 200_000_000  # a live feed's silence check and gauges, at most this often
+LOST_LINE_NS = 10_000_000_000  # a live feed's "ticks lost" line, at most this often
 PACE_QUANTUM_S = 50e-6
 # a batch's checkpoint, written before its publish: the feed position and counters before
 # the batch and once it is published, and the ring cursor it publishes up to
@@ -80,11 +90,22 @@ def _taifex_values(cfg) -> tuple:
               for i in cfg.instruments if i.taifex for k in PER_INSTRUMENT))
 
 
+def _pfcf_values(cfg) -> tuple:
+    """The live PFCF feed's values: its counters, gauges and per instrument figures."""
+    from ..feeds.pfcf import COUNTS, GAUGES, PER_COUNTERS, PER_INSTRUMENT
+
+    return (*((f"feed.{k}", COUNTER) for k in COUNTS),
+            *((f"feed.{k}", GAUGE) for k in GAUGES),
+            *((f"feed.{k}.{i.symbol}", COUNTER if k in PER_COUNTERS else GAUGE)
+              for i in cfg.instruments if i.pfcf for k in PER_INSTRUMENT))
+
+
 class Producer(Agent):
     @classmethod
     def schema(cls, cfg) -> Schema:
+        # alarms: a live feed's (a silent feed pauses trading, hftd.supervisor)
         values = (("received", COUNTER), ("published", COUNTER), ("conflated", COUNTER),
-                  ("dropped", COUNTER), ("rejected", COUNTER),
+                  ("dropped", COUNTER), ("rejected", COUNTER), ("alarms", COUNTER),
                   *((f"rejected_{r}", COUNTER) for r in REJECT_REASONS),
                   ("conflation_pending", GAUGE), ("first_ingest_ns", GAUGE),
                   ("last_ingest_ns", GAUGE), ("resumed_at", GAUGE),
@@ -93,6 +114,8 @@ class Producer(Agent):
             values += _taifex_values(cfg) + (("feed.files_id", GAUGE),)
         elif cfg.producer.feed == "recording":
             values += _recording_values() + (("feed.files_id", GAUGE),)
+        elif cfg.producer.feed == "pfcf":
+            values += _pfcf_values(cfg)
         if cfg.producer.record:
             values += _RECORD_VALUES
         return Schema(values=values, histograms=("stage",))
@@ -104,7 +127,7 @@ class Producer(Agent):
         self.out = ctx.writer("ticks.in", "dispatcher")
         rc = cfg.rings.ticks
         self.flow = Flow(self.out, cfg.ticks_policy(), rc.high_watermark, rc.low_watermark)
-        self.feed = feeds.make(cfg, **self._feed_args(ctx))
+        self.feed = self._make_feed(ctx)
         self.n_instruments = len(cfg.instruments)
         self.batch = cfg.producer.batch
         self.encode = Codec(TickStream).encode
@@ -118,6 +141,7 @@ class Producer(Agent):
         self._ck = [idx[f"ck.{k}"] for k in _CHECKPOINT]
         self._q = s_q
         self._bind_feed(cfg)
+        self.live = self._bind_live(cfg)
         restarted = bool(s.q_header[stats_mod.H_RESTARTS])
         self._pin_files(ctx, restarted)
         self.recorder = self._make_recorder(ctx, restarted)
@@ -144,6 +168,17 @@ class Producer(Agent):
                   file=sys.stderr, flush=True)
             raise SystemExit(2)
 
+    def _make_feed(self, ctx):
+        if ctx.cfg.producer.feed != "pfcf":
+            return feeds.make(ctx.cfg, **self._feed_args(ctx))
+        from ..pfcf import PfcfError
+
+        try:
+            return feeds.make(ctx.cfg, **self._feed_args(ctx))
+        except PfcfError as e:  # its message names the URL, never a secret
+            print(f"hftd[{ctx.instance}] {ctx.agent}: error: {e}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+
     # --- [producer] record = DIR ----------------------------------------------------------
     def _make_recorder(self, ctx, restarted: bool):
         """The session recorder (hftd.feeds.recording), or None. A restarted producer keeps
@@ -164,9 +199,12 @@ class Producer(Agent):
 
     # --- a file feed's counts and progress (feed = "taifex") ----------------------------
     def _feed_args(self, ctx) -> dict:
+        who = f"hftd[{ctx.instance}] {ctx.agent}"
+        if ctx.cfg.producer.feed == "pfcf":
+            return {"log": lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
+                    "wake": ctx.doorbell.release}
         if ctx.cfg.producer.feed not in ("taifex", "recording"):
             return {}
-        who = f"hftd[{ctx.instance}] {ctx.agent}"
         block = ctx.stats
         args = {"log": lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
                 "beat": lambda: block.heartbeat(time.monotonic_ns())}
@@ -208,6 +246,110 @@ class Producer(Agent):
         for i, figures in f.instrument_figures().items():
             for v, x in zip(inst[i], figures):
                 v.set(x)
+
+    # --- the live feed (feed = "pfcf") -----------------------------------------------------
+    def _bind_live(self, cfg) -> bool:
+        """The live feed's values; its per-contract baselines back from the stats block (a
+        restarted producer finds a repeat or a gap across the restart)."""
+        if cfg.producer.feed != "pfcf":
+            return False
+        from ..feeds.pfcf import COUNTS, GAUGES, PER_COUNTERS, PER_INSTRUMENT
+
+        s = self.ctx.stats
+        f = self.feed
+        self._l_counts = [(k, s.value(f"feed.{k}")) for k in COUNTS]
+        self._l_gauges = [(k, s.value(f"feed.{k}")) for k in GAUGES]
+        self._l_seen = dict.fromkeys(COUNTS, 0)  # what this process added so far
+        self._l_inst = {}
+        for code, c in f.contracts.items():
+            sym = cfg.instruments[c.inst].symbol
+            vals = [s.value(f"feed.{k}.{sym}") for k in PER_INSTRUMENT]
+            self._l_inst[c.inst] = (vals, [k in PER_COUNTERS for k in PER_INSTRUMENT],
+                                    [0] * len(PER_INSTRUMENT))
+            f.restore(code, s.value(f"feed.total.{sym}").value,
+                      s.value(f"feed.time.{sym}").value)
+        self._l_next = 0
+        self._l_lost_said = 0  # monotonic ns of the last "queue full" line
+        self._l_lost_unsaid = 0
+        self._l_who = f"hftd[{self.ctx.instance}] {self.ctx.agent}"
+        return True
+
+    def _live_upkeep(self) -> None:
+        """Between batches: connection events, ticks lost to a full queue, and every
+        UPKEEP_NS the silence alarm and the feed's values."""
+        f = self.feed
+        changed = False
+        if f.events:
+            for e in f.take_events():
+                what = {"C": "connected", "D": "DISCONNECTED"}.get(e[0])
+                self._log(f"pfcf feed: quote path {what}" if what else
+                          f"pfcf feed: quote path error: {f.redact(e[1]) or '(no text)'}")
+            changed = True
+        lost = f.take_overflow()
+        if lost:
+            self._lost(lost)
+            changed = True
+        now = time.monotonic_ns()
+        if now >= self._l_next or changed:
+            self._l_next = now + UPKEEP_NS
+            f.check(now)
+            for why in f.alarms():
+                self._alarm(why)
+            self._live_stats()
+            if self._l_lost_unsaid and now - self._l_lost_said >= LOST_LINE_NS:
+                self._say_lost(now)
+
+    def _lost(self, n: int) -> None:
+        """`n` ticks found the feed's queue full: received and dropped (nothing can wait at
+        a live source, whatever the ring's policy), in the checkpoint at once."""
+        self.c_received.add(n)
+        self.c_dropped.add(n)
+        self._checkpoint(0, self.out)
+        self._l_lost_unsaid += n
+        now = time.monotonic_ns()
+        if now - self._l_lost_said >= LOST_LINE_NS:
+            self._say_lost(now)
+
+    def _say_lost(self, now: int) -> None:
+        n, self._l_lost_unsaid = self._l_lost_unsaid, 0
+        self._l_lost_said = now
+        self._log(f"pfcf feed: {n} ticks lost: the quote queue was full ([pfcf] queue = "
+                  f"{self.ctx.cfg.pfcf.queue} messages; ring policy {self.flow.policy}: a live "
+                  f"feed cannot wait), counted as dropped")
+
+    def _live_stats(self) -> None:
+        f = self.feed
+        counts, seen = f.counts, self._l_seen
+        for k, v in self._l_counts:
+            d = counts[k] - seen[k]
+            if d:
+                v.add(d)
+                seen[k] = counts[k]
+        g = f.gauges()
+        for k, v in self._l_gauges:
+            v.set(g[k])
+        for i, figures in f.instrument_figures().items():
+            vals, is_counter, had = self._l_inst[i]
+            for j, (v, x) in enumerate(zip(vals, figures)):
+                if is_counter[j]:
+                    if x != had[j]:
+                        v.add(x - had[j])
+                        had[j] = x
+                elif x:
+                    v.set(x)
+
+    def _alarm(self, why: str) -> None:
+        """A live feed's alarm: counted (the supervisor pauses trading everywhere)."""
+        self.c_alarms.add()
+        self._log(f"ALARM: {why}; kill switch on")
+
+    def _log(self, msg: str) -> None:
+        print(f"{self._l_who}: {msg}", file=sys.stderr, flush=True)
+
+    def on_close(self) -> None:
+        if self.live:
+            self._live_upkeep()
+            self.feed.close()
 
     def _resume(self) -> None:
         """A restarted producer continues the feed where the previous one stopped: the
@@ -254,6 +396,8 @@ class Producer(Agent):
                 self.reload()
         if not (self.started or self.ending):
             return 0
+        if self.live:
+            self._live_upkeep()
         flow = self.flow
         if self.ending or self.feed.exhausted:
             if flow.pending and self._flush_conflated() and flow.pending:
