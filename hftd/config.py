@@ -681,15 +681,7 @@ class Config(_Base):
                              f"instruments[0].currency {currencies[0]!r}: an instance's P&L "
                              f"is summed in one currency")
         if self.producer.feed == "taifex":
-            coded = [(i.taifex, i.expiry) for i in self.instruments if i.taifex]
-            if not coded:
-                raise ValueError("instruments: feed = 'taifex' needs at least one instrument "
-                                 "with a taifex product code (taifex = \"TX\", say)")
-            again = _second(coded)
-            if again is not None:
-                k = [n for n, i in enumerate(self.instruments) if i.taifex][again]
-                raise ValueError(f"instruments[{k}].taifex: {coded[again][0]!r} with expiry "
-                                 f"{coded[again][1]!r} is already another instrument's")
+            self._check_codes("taifex", "feed = 'taifex'", "TX")
         if self.producer.feed == "pfcf" or self.executor.venue == "pfcf":
             self._check_pfcf(symbols)
         if self.producer.feed == "recording":
@@ -723,16 +715,21 @@ class Config(_Base):
                 f"heartbeat every 64 parks, {64 * park_s:g} s apart, which must be at most half "
                 f"the timeout or the supervisor kills idle agents as hung")
 
-    def _check_pfcf(self, symbols: list[str]) -> None:
-        coded = [(i.pfcf, i.expiry) for i in self.instruments if i.pfcf]
+    def _check_codes(self, attr: str, who: str, example: str) -> None:
+        """Instruments with a product code `attr` (taifex, pfcf): some, and each (code,
+        expiry) once."""
+        coded = [(getattr(i, attr), i.expiry) for i in self.instruments if getattr(i, attr)]
         if not coded:
-            raise ValueError("instruments: PFCF needs instruments with a PFCF product code "
-                             "(pfcf = \"TXF\", say)")
+            raise ValueError(f"instruments: {who} needs at least one instrument with a {attr} "
+                             f"product code ({attr} = \"{example}\", say)")
         again = _second(coded)
         if again is not None:
-            k = [n for n, i in enumerate(self.instruments) if i.pfcf][again]
-            raise ValueError(f"instruments[{k}].pfcf: {coded[again][0]!r} with expiry "
+            k = [n for n, i in enumerate(self.instruments) if getattr(i, attr)][again]
+            raise ValueError(f"instruments[{k}].{attr}: {coded[again][0]!r} with expiry "
                              f"{coded[again][1]!r} is already another instrument's")
+
+    def _check_pfcf(self, symbols: list[str]) -> None:
+        self._check_codes("pfcf", "PFCF", "TXF")
         if self.executor.venue == "pfcf":
             for s in self.strategies:
                 for sym in s.instruments:  # (none listed: all; an order for one

@@ -194,12 +194,9 @@ def _pfcf_metrics(feed: dict, venue: dict):
     if "feed.disconnects" in feed:
         from .feeds.pfcf import COUNTS
 
-        msgs = CounterMetricFamily("hftd_pfcf_feed", "The PFCF feed's counts: messages, ticks, "
-                                   "lots, duplicates, gap_lots (missed), bad_price, unknown, "
-                                   "sessions, overflow", labels=["what"])
-        for k in COUNTS:
-            if k not in ("connects", "disconnects", "errors"):
-                msgs.add_metric([k], feed[f"feed.{k}"])
+        msgs = _counts("hftd_pfcf_feed", "The PFCF feed's counts: messages, ticks, lots, "
+                       "duplicates, gap_lots (missed), bad_price, unknown, sessions, overflow",
+                       COUNTS, feed, "feed.")
         silent = GaugeMetricFamily("hftd_pfcf_feed_silent_seconds", "Seconds without a PFCF "
                                    "trade while TAIFEX is open")
         silent.add_metric([], feed["feed.silent_s"])
@@ -207,13 +204,18 @@ def _pfcf_metrics(feed: dict, venue: dict):
     if "venue.connected" in venue:
         from .venues.pfcf import COUNTERS
 
-        orders = CounterMetricFamily("hftd_pfcf_venue", "The PFCF venue's counts: refused, "
-                                     "foreign (other programs' replies), unmatched, and what "
-                                     "the start-up reconciliation applied", labels=["what"])
-        for k in COUNTERS:
-            if k not in ("connects", "disconnects", "errors"):
-                orders.add_metric([k], venue[f"venue.{k}"])
-        yield orders
+        yield _counts("hftd_pfcf_venue", "The PFCF venue's counts: refused, foreign (other "
+                      "programs' replies), unmatched, and what the start-up reconciliation "
+                      "applied", COUNTERS, venue, "venue.")
+
+
+def _counts(name: str, doc: str, keys, vals: dict, prefix: str):
+    """A counter family of `keys` (labelled `what`) but the connection events."""
+    fam = CounterMetricFamily(name, doc, labels=["what"])
+    for k in keys:
+        if k not in ("connects", "disconnects", "errors"):
+            fam.add_metric([k], vals[prefix + k])
+    return fam
 
 
 def _feed_metrics(vals: dict):
