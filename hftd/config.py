@@ -105,7 +105,7 @@ class Instrument(_Base):
     fee_per_lot: float = 0.0  # currency per lot and side (the broker's and exchange's fees)
     tax_rate: float = 0.0  # transaction tax, share of the notional per side (TAIFEX index futures: 0.00002)
     taifex: str = ""  # feed = "taifex": the product code in TAIFEX's files (TX, MTX, TE, ...); "" = none
-    expiry: str = ""  # the contract month YYYYMM; "" = the front month (of each TAIFEX file; PFCF's nearest)
+    expiry: str = ""  # the contract month YYYYMM; "" = the front month (of each TAIFEX file; for PFCF, TAIFEX's at the run's start)
     pfcf: str = ""  # feed/venue = "pfcf": PFCF's product code (TXF, MXF, TMF, EXF, FXF ...); "" = none
 
     def __post_init__(self):
@@ -519,8 +519,10 @@ class PfcfConfig(_Base):
         from .pfcf import HOURS_RE
 
         for k, h in enumerate(self.hours):
-            if not HOURS_RE.fullmatch(h):
-                raise ValueError(f"hours[{k}]: {_short(h)} must be HH:MM-HH:MM (Taipei time)")
+            m = HOURS_RE.fullmatch(h)
+            if not m or m[1] == m[3]:
+                raise ValueError(f"hours[{k}]: {_short(h)} must be HH:MM-HH:MM (Taipei time), "
+                                 f"its end not its start")
         for k, d in enumerate(self.days):
             _int_in(f"days[{k}]", d, 1, 7, " (ISO weekday: Monday 1 .. Sunday 7)")
         import datetime
@@ -730,6 +732,19 @@ class Config(_Base):
 
     def _check_pfcf(self, symbols: list[str]) -> None:
         self._check_codes("pfcf", "PFCF", "TXF")
+        import time
+
+        from .pfcf import contract_code, front_month
+
+        month = front_month(time.time())
+        seen: dict[str, int] = {}
+        for k, i in enumerate(self.instruments):  # 202612 and 203612 are both ...L6
+            if i.pfcf:
+                code = contract_code(i.pfcf, i.expiry or month)
+                if code in seen:
+                    raise ValueError(f"instruments[{k}]: PFCF contract {code} is already "
+                                     f"instruments[{seen[code]}]'s")
+                seen[code] = k
         if self.executor.venue == "pfcf":
             for s in self.strategies:
                 for sym in s.instruments:  # (none listed: all; an order for one

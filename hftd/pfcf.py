@@ -12,7 +12,8 @@
   private directory of the state directory (`pfcf/`, mode 0700), so they are not left in
   `/` or readable by others. They hold the login id, accounts and orders.
 - Contract codes (`contract_code`): PFCF's futures codes are the product (TXF, MXF, ...),
-  the month letter A-L and the last digit of the year: TXF for December 2026 is TXFL6.
+  the month letter A-L and the last digit of the year: TXF for December 2026 is TXFL6. An
+  expiry "" is pinned to the front month once per run by the supervisor (`pin_expiries`).
 - Trading hours (`TradingHours`): TAIFEX's day and night sessions in Taipei time, for the
   quote silence alarm.
 
@@ -23,6 +24,7 @@ unitrade's real reply and tick objects). Nothing else reads that variable.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
@@ -36,6 +38,7 @@ ENV = {"url": "HFTD_PFCF_URL", "userid": "HFTD_PFCF_USERID", "password": "HFTD_P
 REQUIRED = ("url", "userid", "password", "ca_path", "ca_password")
 SECRET = ("userid", "password", "ca_password", "account")  # never shown, even in part
 SESSION_ENV = "HFTD_PFCF_SESSION"
+MAX_CREDENTIALS = 1 << 16
 TAIPEI_UTC_OFFSET_S = 8 * 3600  # no daylight saving
 
 
@@ -77,19 +80,23 @@ def load_credentials(path: str) -> Credentials:
         return Credentials(**vals, source="environment")
     from .trading.store import StateError, check_private_file
 
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # (O_NONBLOCK: a FIFO would hang the open; check_private_file refuses it)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
-        raise PfcfError(f"PFCF credentials file {path}: {e.strerror}") from None
+        why = "a symbolic link (give the file itself)" if e.errno == errno.ELOOP else e.strerror
+        raise PfcfError(f"PFCF credentials file {path}: {why}") from None
     try:
         try:
             check_private_file(fd, "PFCF credentials file", path)
         except StateError as e:
-            raise PfcfError(str(e)) from None
+            raise PfcfError(str(e).replace(" or use another state_dir", "")) from None
         with os.fdopen(fd, "rb", closefd=False) as f:
-            raw = f.read(1 << 16)
+            raw = f.read(MAX_CREDENTIALS + 1)
     finally:
         os.close(fd)
+    if len(raw) > MAX_CREDENTIALS:
+        raise PfcfError(f"PFCF credentials file {path} is over {MAX_CREDENTIALS} bytes: not a "
+                        f"credentials file")
     try:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
@@ -97,10 +104,10 @@ def load_credentials(path: str) -> Credentials:
         where = re.search(r"\(at line \d+, column \d+\)", str(e))
         raise PfcfError(f"PFCF credentials file {path} is not TOML"
                         f"{' ' + where.group(0) if where else ''}") from None
-    unknown = sorted(set(doc) - set(ENV))
-    if unknown:
-        raise PfcfError(f"PFCF credentials file {path}: unknown key {unknown[0]!r} (known: "
-                        f"{', '.join(ENV)})")
+    unknown = set(doc) - set(ENV)
+    if unknown:  # (not named: a password typed on a line of its own would be the key)
+        raise PfcfError(f"PFCF credentials file {path} has {len(unknown)} key(s) other than "
+                        f"{', '.join(ENV)}")
     bad = [k for k, v in doc.items() if not isinstance(v, str)]
     if bad:
         raise PfcfError(f"PFCF credentials file {path}: {bad[0]} must be a string")
@@ -118,24 +125,47 @@ def contract_code(product: str, expiry: str) -> str:
     return f"{product}{MONTH_CODES[int(expiry[4:]) - 1]}{expiry[3]}"
 
 
-def front_month(api, product: str) -> str:
-    """The nearest contract month PFCF lists for `product` (YYYYMM)."""
-    r = api.get_domestic_contracts(product, "F")
-    months = sorted(c.month for c in (getattr(r, "data", None) or [])
-                    if re.fullmatch(r"[0-9]{6}", str(getattr(c, "month", ""))))
-    if not getattr(r, "ok", False) or not months:
-        raise PfcfError(f"PFCF lists no futures contract of product {product!r}"
-                        f"{': ' + str(r.error) if getattr(r, 'error', '') else ''}; set the "
-                        f"instrument's expiry")
-    return months[0]
+def front_month(unix_s: float) -> str:
+    """TAIFEX's front month of its index futures at `unix_s` (YYYYMM): a contract's last
+    trading day is the third Wednesday of its month, its day session closing at 13:30 Taipei;
+    from then on the next month is the front month (TAIFEX's holidays are not known here: a
+    last trading day moved by one is not either)."""
+    import datetime
+
+    t = datetime.datetime.fromtimestamp(unix_s, datetime.timezone(
+        datetime.timedelta(seconds=TAIPEI_UTC_OFFSET_S)))
+    first = datetime.date(t.year, t.month, 1)
+    third_wed = first + datetime.timedelta(days=(2 - first.weekday()) % 7 + 14)
+    y, m = t.year, t.month
+    if (t.date(), t.hour * 60 + t.minute) >= (third_wed, 13 * 60 + 30):
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return f"{y:04d}{m:02d}"
 
 
-def contract_codes(api, instruments) -> dict[str, int]:
-    """PFCF contract code -> instrument index, for the instruments with a `pfcf` product."""
+def pin_expiries(cfg, unix_s: float, running=None):
+    """`cfg` with each PFCF instrument's expiry "" replaced by the front month at `unix_s`,
+    or by the month `running` (the running config) already has for it: the supervisor does it
+    once for the run, so that the producer and the executor (and every restart of either)
+    trade the same contracts (found by a hostile review: each resolving it at its own login
+    could differ across a roll)."""
+    import msgspec
+
+    before = {i.symbol: i.expiry for i in running.instruments} if running is not None else {}
+    month = front_month(unix_s)
+    ins = [msgspec.structs.replace(i, expiry=before.get(i.symbol) or month)
+           if i.pfcf and not i.expiry else i for i in cfg.instruments]
+    return msgspec.structs.replace(cfg, instruments=ins)
+
+
+def contract_codes(instruments) -> dict[str, int]:
+    """PFCF contract code -> instrument index, for the instruments with a `pfcf` product (their
+    expiries pinned: `pin_expiries`)."""
     codes = {}
     for i, ins in enumerate(instruments):
         if ins.pfcf:
-            codes[contract_code(ins.pfcf, ins.expiry or front_month(api, ins.pfcf))] = i
+            if not ins.expiry:
+                raise PfcfError(f"instrument {ins.symbol}: no contract month (expiry) pinned")
+            codes[contract_code(ins.pfcf, ins.expiry)] = i
     return codes
 
 
@@ -183,6 +213,10 @@ def login(creds: Credentials, connect=None, workdir: str | None = None):
         logout(api)  # (a failed login leaves unitrade's log writer running)
         raise PfcfError(f"PFCF login to {creds.url} failed: "
                         f"{creds.redact(getattr(r, 'error', '') or 'no reason given')}")
+    if connect is not None:
+        # the login sets each component's on_error to its own logger (found by a hostile
+        # review: hftd then never saw unitrade's errors): the callbacks are set again
+        connect(api)
     return api
 
 
@@ -260,7 +294,7 @@ class TradingHours:
         return False
 
 
-HOURS_RE = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]")
+HOURS_RE = re.compile(r"(([01][0-9]|2[0-3]):[0-5][0-9])-(([01][0-9]|2[0-3]):[0-5][0-9])")
 
 
 def exchange_time_ns(hhmmss_frac: str, now_ns: int) -> int:
@@ -268,7 +302,7 @@ def exchange_time_ns(hhmmss_frac: str, now_ns: int) -> int:
     Taipei day that puts it nearest to `now_ns` (a quote just before midnight received just
     after it belongs to the day before). 0 if it is not such a time."""
     s = hhmmss_frac.strip() if isinstance(hhmmss_frac, str) else ""
-    if len(s) < 6 or not s.isdigit():
+    if len(s) < 6 or not (s.isascii() and s.isdigit()):  # ('²'.isdigit(), int('²') fails)
         return 0
     h, m, sec = int(s[0:2]), int(s[2:4]), int(s[4:6])
     if h > 23 or m > 59 or sec > 59:

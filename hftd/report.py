@@ -322,7 +322,8 @@ def pfcf_lines(rep: dict) -> list[str]:
         f"(connects {p['connects']}, disconnects {p['disconnects']}, errors {p['errors']}); "
         f"subscribed {p['subscribed']}/{p['contracts']}; silent {p['silent_s']} s; alarms "
         f"{p['alarms']}; exchange time {p['last_exchange_time'] or '-'}",
-        f"  messages {p['messages']:,}: ticks {p['ticks']:,} (bad price {p['bad_price']:,}) "
+        f"  messages {p['messages']:,}: ticks {p['ticks']:,} (bad price {p['bad_price']:,}, "
+        f"bad qty {p['bad_qty']:,}) "
         f"lots {p['lots']:,}; duplicates {p['duplicates']:,}; lots missed {p['gap_lots']:,}; "
         f"unknown contract {p['unknown']:,}; new sessions {p['sessions']}; lost to a full "
         f"queue {p['overflow']:,} ticks; queued {p['queued']:,}",

@@ -120,6 +120,10 @@ class Supervisor:
     def __init__(self, cfg: config_mod.Config, duration: float | None = None,
                  report_path: str | None = None, out=sys.stderr,
                  config_path: str | None = None, overrides: dict | None = None):
+        if cfg.producer.feed == "pfcf" or cfg.executor.venue == "pfcf":
+            from .pfcf import pin_expiries
+
+            cfg = pin_expiries(cfg, time.time())  # one contract per instrument for the run
         self.cfg = cfg
         self.instance = cfg.instance
         self.duration = duration
@@ -532,6 +536,10 @@ class Supervisor:
             new = config_mod.load(self.config_path, self.overrides)
         except config_mod.ConfigError as e:
             return self._refuse_reload(f"config error: {e}")
+        if new.producer.feed == "pfcf" or new.executor.venue == "pfcf":
+            from .pfcf import pin_expiries
+
+            new = pin_expiries(new, time.time(), running=self.cfg)  # the run's contracts
         changed = changed_keys(config_mod.to_dict(self.cfg), config_mod.to_dict(new))
         if not changed:
             self.log("reload: nothing changed")

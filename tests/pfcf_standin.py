@@ -28,8 +28,7 @@ import queue
 import threading
 import time
 
-from unitrade.unitrade import (DMatchReply, DomesticContract, DomesticContractResponse,
-                               DOrderReply, DOrderResponse, DQueryMatchResponse,
+from unitrade.unitrade import (DMatchReply, DOrderReply, DOrderResponse, DQueryMatchResponse,
                                DQueryReplyResponse, DTickDataTrade, LoginResponse)
 
 ACCOUNT = "1234567"
@@ -90,6 +89,8 @@ class Trade:
         self.by_index: list[DOrderReply] = []
         self.matches: list[DMatchReply] = []
         self.refuse = ""  # an errorcode: order() answers issend=False with it
+        self.known: set[str] = set()  # order numbers this session knows (unitrade's rule)
+        self.reloads = 0
         self._seq = 0
         self._match = 0
 
@@ -115,9 +116,22 @@ class Trade:
 
     def replace_order(self, obj):
         self.replaces.append(dataclasses.replace(obj))
+        if obj.orderno not in self.known:  # as unitrade: only orders its session has seen
+            return DOrderResponse(issend=False, errorcode="MSG016", errormsg="委託單不存在",
+                                  note=obj.note)
         self._seq += 1
         self.session._replaced(obj)
         return DOrderResponse(issend=True, note=obj.note, seq=f"AB{self._seq:04d}")
+
+    def reload_working_orders(self):
+        """As unitrade: the session learns the day's working orders (it does so at login)."""
+        self.reloads += 1
+        n = 0
+        for r in self.by_index:
+            if r.orderno and int(r.orderqty) - r.matchqty - r.delqty > 0:
+                n += r.orderno not in self.known
+                self.known.add(r.orderno)
+        return n
 
     def query_reply(self, actno, num, a, b, c, d):
         return DQueryReplyResponse(ok=True, error="", data=list(self.by_index))
@@ -140,6 +154,7 @@ class Trade:
         r.statuscode, r.orderstatus = "0000", "委託成功"
         r.nomatchqty = int(r.orderqty) - r.matchqty - r.delqty
         self.replies[r.orderno] = r
+        self.known.add(r.orderno)
         self._tell(self.on_reply, r)
         return r
 
@@ -221,13 +236,10 @@ class Session:
     def get_accounts(self):
         return [ACCOUNT]
 
-    def get_domestic_contracts(self, symbol, kind):
-        months = ["202701", "202612", "202703"]
-        return DomesticContractResponse(ok=True, error="", data=[
-            _contract(f"{symbol}{m}", m) for m in months])
-
     def logout(self):
         self.work.put(("stop", None))
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)  # what it was answering is answered and saved first
 
     # --- by itself (a daemon's agents) ---
     def _subscribed(self, code) -> None:
@@ -321,15 +333,17 @@ class Session:
                 self._answer(x)
                 if n_orders == self.conf.get("disconnect_after", -1):
                     t.drop()
-            elif what == "replace" and x.replacetype == "4":
+            elif what == "replace":  # 4 cancel, 5 reduce by orderqty, m new price
                 with self.lock:
                     r = t.replies.get(x.orderno)
-                    if r is not None and int(r.orderqty) - r.matchqty - r.delqty > 0:
+                    left = int(r.orderqty) - r.matchqty - r.delqty if r is not None else 0
+                    if left > 0:
                         n = t.by_index.index(r)
-                        t.cancelled(n)
+                        if x.replacetype == "4":
+                            t.cancelled(n)
+                        elif x.replacetype == "5":
+                            t.cancelled(n, qty=min(int(x.orderqty), left - 1))
+                        elif x.replacetype == "m":
+                            t.price_changed(n, x.price)
                         self._save(n)
 
-
-def _contract(prod_id, month):
-    return DomesticContract(dict(prod_id=prod_id, month=month, cp=None, stikeprice=0,
-                                 maxprice=0, minprice=0, premium=0, divdate=""))

@@ -27,9 +27,10 @@ from pfcf_standin import CA_PASSWORD, PASSWORD, USERID, raw_trade  # noqa: E402
 
 TPE = datetime.timezone(datetime.timedelta(hours=8))
 S = 1_000_000_000
-# (symbol, pfcf product, expiry, tick size): TXF fixed at December 2026, TE (PFCF's EXF) and
-# TF (FXF) at PFCF's front month (the stand-in lists 202701, 202612, 202703)
-INSTRUMENTS = [("TXF", "TXF", "202612", "1"), ("TE", "EXF", "", "0.05"), ("TF", "FXF", "", "0.2")]
+# (symbol, pfcf product, expiry, tick size): December 2026 contracts (TE is PFCF's EXF, TF its
+# FXF); an expiry "" is pinned by the supervisor (tests/test_pfcf_venue.py)
+INSTRUMENTS = [("TXF", "TXF", "202612", "1"), ("TE", "EXF", "202612", "0.05"),
+               ("TF", "FXF", "202612", "0.2")]
 URL = "https://pfcf.example.test"
 
 
@@ -90,7 +91,7 @@ def feed(creds_env):
 # --- contracts -------------------------------------------------------------------------------
 def test_it_logs_in_and_subscribes_each_configured_contract(feed):
     q = feed.api.dquote
-    assert q.subscribed == ["TXFL6", "EXFL6", "FXFL6"]  # the front month is 202612
+    assert q.subscribed == ["TXFL6", "EXFL6", "FXFL6"]
     url, userid, password, _, ca_password = feed.api.logins[0]
     assert (url, userid, password, ca_password) == (URL, USERID, PASSWORD, CA_PASSWORD)
     assert {c: x.inst for c, x in feed.contracts.items()} == {"TXFL6": 0, "EXFL6": 1, "FXFL6": 2}
@@ -492,7 +493,7 @@ def test_hftd_run_takes_pfcf_trades_through_the_pipeline_and_a_restarted_produce
     assert f["alarms"] == 0
     assert f["instruments"]["TXF"]["ticks"] == n_tx + len(more)
     assert f["instruments"]["TXF"]["volume"] == int(more[-1][4])
-    assert f["instruments"]["TE"] == {"pfcf": "EXF", "expiry": "front month", "ticks": 2,
+    assert f["instruments"]["TE"] == {"pfcf": "EXF", "expiry": "202612", "ticks": 2,
                                       "lots": 3, "last": 812.4, "volume": 4}
     seen = json.loads(out.read_text())
     assert seen["n"] == total - 1 and seen["seqs"] == list(range(total - 1))

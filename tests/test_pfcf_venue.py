@@ -56,6 +56,7 @@ def test_a_new_order_goes_out_as_the_exact_DOrderObject(venue):
     v.submit(0, cid(1), 0, BUY, 2, LIMIT, ROD, 23000, 0)
     v.submit(0, cid(2), 3, SELL, 1, LIMIT, IOC, 1001, 0)  # 1001 ticks of 0.05 = 50.05
     v.submit(1, cid(3, owner=1), 0, SELL, 3, MARKET, FOK, 0, 0)
+    v.submit(0, cid(4), 0, BUY, 1, MARKET, ROD, 0, 0)  # TAIFEX: a market order is IOC/FOK
     letter = instance_letter("default")
     got = [(o.actno, o.subactno, o.productid, o.bs, o.ordertype, o.price, o.orderqty,
             o.ordercondition, o.opencloseflag, o.dtrade, o.note) for o in t.orders]
@@ -63,6 +64,7 @@ def test_a_new_order_goes_out_as_the_exact_DOrderObject(venue):
         (ACCOUNT, "", "TXFL6", "B", "L", 23000.0, 2, "R", "", "N", note_for(letter, cid(1))),
         (ACCOUNT, "", "EXFL6", "S", "L", 50.05, 1, "I", "", "N", note_for(letter, cid(2))),
         (ACCOUNT, "", "TXFL6", "S", "M", 0, 3, "F", "", "N", note_for(letter, cid(3, 1))),
+        (ACCOUNT, "", "TXFL6", "B", "M", 0, 1, "I", "", "N", note_for(letter, cid(4))),
     ]
     assert all(len(o.note) <= 10 and o.note.isascii() for o in t.orders)
     assert v.poll(0) == ()  # nothing is answered before PFCF answers
@@ -232,17 +234,125 @@ def test_reconcile_applies_missed_fills_and_ends_and_rejects_what_pfcf_never_got
     v2.restore(0, cid(2), 0, BUY, 3, 0, LIMIT, ROD, 23000, True, 0)
     v2.restore(0, cid(3), 0, BUY, 3, 0, LIMIT, ROD, 23000, True, 0)
     v2.restore(0, cid(4), 0, BUY, 1, 0, LIMIT, ROD, 23000, False, 0)  # recorded, never sent
-    v2.restore(0, cid(5), 0, SELL, 2, 0, LIMIT, ROD, 23001, True, 0)  # of an earlier day
+    v2.restore(0, cid(5), 0, SELL, 2, 0, LIMIT, ROD, 23001, True, 0)  # of an earlier day?
     assert v2.reconcile() == [(0, cid(1), K.FILL, 2, 23000, NONE),
                               (0, cid(2), K.CANCELED, 3, 23000, NONE),
-                              (0, cid(4), K.REJECT, 1, 23000, REFUSED),
-                              (0, cid(5), K.EXPIRED, 2, 23001, NONE)]
-    assert v2.working(0) == [cid(3)] and v2.alarms() == []
+                              (0, cid(4), K.REJECT, 1, 23000, REFUSED)]
+    assert v2.working(0) == [cid(3), cid(5)]  # 5 is kept: sent, not in PFCF's day
+    (why,) = v2.alarms()
+    assert "1 order(s) the executor has as working are not in PFCF's orders of the day" in why
+    assert api2.dtrade.reloads == 1  # the session learnt the day's working orders
     assert (v2.counts["reconciled_fills"], v2.counts["reconciled_ends"],
-            v2.counts["reconciled_lost"]) == (2, 1, 2)
+            v2.counts["reconciled_lost"]) == (2, 1, 1)
     t.fill(0, 1, 23000.0)  # a match seen at the start is never applied again
     api2.dtrade.on_match(t.matches[0])
     assert v2.poll(0) == ()
+
+
+def test_reconcile_applies_a_replace_pfcf_carried_out_while_the_executor_was_down(venue):
+    v, t = venue
+    v.submit(0, cid(1), 0, BUY, 5, LIMIT, ROD, 23000, 0)
+    t.ack(0)
+    v.poll(0)
+    t.price_changed(0, 23001.0)  # while the executor was down: 5 -> 3 lots at 23001
+    t.cancelled(0, qty=2)
+    api2 = Session()
+    api2.dtrade.by_index, api2.dtrade.matches = t.by_index, t.matches
+    v2 = PfcfVenue(Config(), api2, ACCOUNT, {"TXFL6": 0}, log=lambda m: None)
+    v2.restore(0, cid(1), 0, BUY, 5, 0, LIMIT, ROD, 23000, True, 0)
+    assert v2.reconcile() == [(0, cid(1), K.REPLACED, 3, 23001, NONE)]
+    assert v2.counts["reconciled_changes"] == 1
+
+
+def test_a_reply_for_an_order_taken_as_never_received_raises_the_alarm(tmp_path):
+    api = Session()
+    v = PfcfVenue(Config(), api, ACCOUNT, {"TXFL6": 0}, log=lambda m: None)
+    v.restore(0, cid(4), 0, BUY, 1, 0, LIMIT, ROD, 23000, False, 0)  # order() never returned
+    assert v.reconcile() == [(0, cid(4), K.REJECT, 1, 23000, REFUSED)]
+    assert v.alarms() == []
+    from unitrade.unitrade import DOrderReply
+
+    # PFCF's query lagged after all: the order is there, and it fills
+    api.dtrade.on_reply(DOrderReply(orderno="x1", note=note_for(instance_letter("default"),
+                                                                  cid(4)),
+                                    statuscode="0000", orderqty="1", nomatchqty=1))
+    v.poll(0)
+    (why,) = v.alarms()
+    assert f"a reply for order {cid(4)}, taken at the start as never received" in why
+
+
+def test_a_fill_for_an_order_that_ended_here_raises_the_alarm(venue):
+    v, t = venue
+    v.submit(0, cid(1), 0, BUY, 2, LIMIT, ROD, 23000, 0)
+    t.ack(0)
+    t.cancelled(0)
+    assert [e[2] for e in v.poll(0)] == [K.ACK, K.CANCELED]
+    t.fill(0, 1, 23000.0, reply=False)  # PFCF says it filled after all
+    assert v.poll(0) == ()
+    (why,) = v.alarms()
+    assert "a fill of 1 for order" in why and "which had ended here" in why
+
+
+def test_a_fill_beyond_the_orders_quantity_or_at_no_price_raises_the_alarm(venue):
+    v, t = venue
+    v.submit(0, cid(1), 0, BUY, 2, LIMIT, ROD, 23000, 0)
+    t.ack(0)
+    t.fill(0, 3, 23000.0)
+    assert [e[2:4] for e in v.poll(0)] == [(K.ACK, 2), (K.FILL, 2)]
+    assert "a fill of 3 for order" in v.alarms()[0]
+    v.submit(0, cid(2), 0, BUY, 2, LIMIT, ROD, 23000, 0)
+    t.ack(1)
+    t.fill(1, 1, 0.0)  # unitrade turns a price it cannot read into 0
+    assert [e[2] for e in v.poll(0)] == [K.ACK]
+    assert "not understood" in v.alarms()[0]
+
+
+def test_a_reduction_answered_under_unitrades_sending_mark_still_takes_effect(venue):
+    """unitrade leaves an order's status at STAR when a match came before the reduction's
+    reply; the deleted quantity says what happened."""
+    v, t = venue
+    v.submit(0, cid(1), 0, BUY, 5, LIMIT, ROD, 23000, 0)
+    t.ack(0)
+    v.poll(0)
+    v.replace(0, cid(1), 3, 23000, 0)
+    r = t.by_index[0]
+    r.delqty, r.statuscode = 2, "STAR"
+    t.on_reply(r)
+    assert v.poll(0) == [(0, cid(1), K.REPLACED, 3, 23000, NONE)]
+
+
+def test_an_ioc_rest_ended_with_status_0002_and_no_deleted_quantity_expires(venue):
+    v, t = venue
+    v.submit(0, cid(1), 0, SELL, 5, LIMIT, IOC, 23000, 0)
+    t.ack(0)
+    t.fill(0, 2, 23000.0)
+    r = t.by_index[0]
+    r.statuscode = "0002"  # unitrade's ending of an IOC's rest
+    t.on_reply(r)
+    assert [e[2:4] for e in v.poll(0)] == [(K.ACK, 5), (K.FILL, 2), (K.EXPIRED, 3)]
+
+
+def test_the_halves_of_a_replace_may_be_answered_in_either_order(venue):
+    v, t = venue
+    v.submit(0, cid(1), 3, BUY, 5, LIMIT, ROD, 1000, 0)
+    t.ack(0)
+    v.poll(0)
+    v.replace(0, cid(1), 3, 1002, 0)
+    t.cancelled(0, qty=2)  # the reduction's answer first
+    assert v.poll(0) == ()
+    t.price_changed(0, 50.1)
+    assert v.poll(0) == [(0, cid(1), K.REPLACED, 3, 1002, NONE)]
+
+
+def test_a_status_code_not_known_here_is_read_from_the_quantities_and_logged_once(venue):
+    v, t = venue
+    v.submit(0, cid(1), 0, BUY, 2, LIMIT, ROD, 23000, 0)
+    r = t.ack(0)
+    r.statuscode = "0042"
+    t.on_reply(r)
+    t.on_reply(r)
+    assert [e[2] for e in v.poll(0)] == [K.ACK]
+    assert sum("'0042'" in m for m in v.logged) == 1 and v.working(0) == [cid(1)]
 
 
 def test_reconcile_raises_the_alarm_for_a_working_order_marked_ours_that_nobody_manages(tmp_path):
@@ -268,16 +378,44 @@ def test_a_note_carries_the_client_id_in_ten_ascii_characters(owner, n, instance
     assert client_id_of(other, note) is None
 
 
-def test_contract_codes_follow_pfcf_month_letters_and_the_front_month():
+def test_contract_codes_follow_pfcf_month_letters_and_the_run_pins_the_front_month():
+    import datetime
+
     assert pfcf.contract_code("TXF", "202612") == "TXFL6"
     assert pfcf.contract_code("MXF", "202701") == "MXFA7"
     assert pfcf.contract_code("EXF", "203009") == "EXFI0"
     with pytest.raises(pfcf.PfcfError, match="202613"):
         pfcf.contract_code("TXF", "202613")
-    assert pfcf.front_month(Session(), "TXF") == "202612"  # of 202701, 202612, 202703
-    cfg = Config()
-    codes = pfcf.contract_codes(Session(), cfg.instruments)
-    assert codes == {"TXFL6": 0, "MXFL6": 1, "TMFL6": 2, "EXFL6": 3, "FXFL6": 4}
+
+    def at(y, m, d, hh=9, mm=0):  # Taipei
+        tpe = datetime.timezone(datetime.timedelta(hours=8))
+        return datetime.datetime(y, m, d, hh, mm, tzinfo=tpe).timestamp()
+
+    # December 2026's contract trades until its third Wednesday, the 16th, 13:30
+    assert pfcf.front_month(at(2026, 11, 26)) == "202612"
+    assert pfcf.front_month(at(2026, 12, 16, 13, 29)) == "202612"
+    assert pfcf.front_month(at(2026, 12, 16, 13, 30)) == "202701"
+    assert pfcf.front_month(at(2026, 12, 31, 23, 0)) == "202701"
+    assert pfcf.front_month(at(2027, 1, 19, 8, 45)) == "202701"  # (the 20th is its 3rd Wed)
+    assert pfcf.front_month(at(2027, 1, 20, 15, 0)) == "202702"
+    cfg = pfcf.pin_expiries(Config(), at(2026, 12, 1))
+    assert pfcf.contract_codes(cfg.instruments) == {"TXFL6": 0, "MXFL6": 1, "TMFL6": 2,
+                                                    "EXFL6": 3, "FXFL6": 4}
+    # a reload after the roll keeps the run's contracts
+    again = pfcf.pin_expiries(Config(), at(2026, 12, 20), running=cfg)
+    assert [i.expiry for i in again.instruments] == ["202612"] * 5
+    with pytest.raises(pfcf.PfcfError, match="no contract month"):
+        pfcf.contract_codes(Config().instruments)
+
+
+def test_two_instruments_on_one_pfcf_contract_are_refused():
+    from hftd import config
+
+    with pytest.raises(config.ConfigError, match=r"instruments\[1\]: PFCF contract TXFL6 is "
+                                                 r"already instruments\[0\]'s"):
+        config.load(overrides={"producer": {"feed": "pfcf"}, "instruments": [
+            {"symbol": "A", "pfcf": "TXF", "expiry": "202612"},
+            {"symbol": "B", "pfcf": "TXF", "expiry": "203612"}]})
 
 
 def _creds_file(tmp_path, mode=0o600, text=None):
@@ -310,6 +448,20 @@ def test_credentials_come_from_the_file_or_the_environment_and_never_show(tmp_pa
                      ca_password=CA_PASSWORD).items():
         monkeypatch.setenv(pfcf.ENV[k], v)
     assert pfcf.load_credentials("").password == PASSWORD
+
+
+def test_a_fifo_a_huge_file_or_a_stray_key_as_credentials_is_refused_in_one_line(tmp_path):
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(pfcf.PfcfError, match="not a regular file"):
+        pfcf.load_credentials(str(fifo))  # (opening a FIFO used to hang)
+    big = _creds_file(tmp_path, text="# " + "x" * (1 << 16) + "\n")
+    with pytest.raises(pfcf.PfcfError, match="over 65536 bytes"):
+        pfcf.load_credentials(big)
+    stray = _creds_file(tmp_path, text=f'url = "u"\n{PASSWORD.replace("-", "_")} = "x"\n')
+    with pytest.raises(pfcf.PfcfError, match="1 key\\(s\\) other than") as e:
+        pfcf.load_credentials(stray)
+    assert PASSWORD.replace("-", "_") not in str(e.value)
 
 
 def test_a_broken_credentials_file_is_named_without_quoting_its_lines(tmp_path):
@@ -393,13 +545,16 @@ def _sent_orders(d):
 def test_orders_reach_pfcf_with_the_exact_fields_and_its_fills_make_the_positions(
         run_hftd, instance, tmp_path, standin):
     toml, out = _daemon_toml(tmp_path, _creds_file(tmp_path))
+    import time
+
+    started = time.time()
     res = run_hftd("--report", str(tmp_path / "r.json"), toml=toml)
     assert res.returncode == 0, res.stderr
     rep = json.loads((tmp_path / "r.json").read_text())
     sent = json.loads(out.read_text())["sent"]  # the strategy's own list
     assert len(sent) == 200
-    cfg = Config()
-    code = {0: "TXFL6", 1: "MXFL6", 2: "TMFL6", 3: "EXFL6", 4: "FXFL6"}
+    cfg = pfcf.pin_expiries(Config(), started)  # as the supervisor pinned them
+    code = {i: c for c, i in pfcf.contract_codes(cfg.instruments).items()}
     letter = instance_letter(instance)
     from decimal import Decimal
 
@@ -455,6 +610,9 @@ def test_a_killed_executor_reconciles_with_pfcf_and_sends_no_order_twice(instanc
     (standin / "standin.json").write_text(json.dumps({"answer_delay_s": 0.006}))
     toml, out = _daemon_toml(tmp_path, _creds_file(tmp_path), every=20, ticks=10_000,
                              rate=5_000.0)
+    import time
+
+    started = time.time()
     with hftd_running(instance, tmp_path, "--report", str(tmp_path / "r.json"),
                       toml=toml) as proc:
         kill_agent(proc, instance, "executor", after_s=1.0)
@@ -469,9 +627,9 @@ def test_a_killed_executor_reconciles_with_pfcf_and_sends_no_order_twice(instanc
     broker = StandIn().dtrade  # the broker's day, read back as the successor read it
     by_orderno = {r.orderno: r for r in broker.by_index}
     net = {}
-    code_symbol = {"TXFL6": "TXF", "MXFL6": "MXF", "TMFL6": "TMF", "EXFL6": "EXF",
-                   "FXFL6": "TF"}
-    code_symbol["EXFL6"] = "TE"
+    cfg = pfcf.pin_expiries(Config(), started)  # as the supervisor pinned them
+    code_symbol = {c: cfg.instruments[i].symbol
+                   for c, i in pfcf.contract_codes(cfg.instruments).items()}
     for m in broker.matches:
         sym = code_symbol[by_orderno[m.orderno].productid]
         net[sym] = net.get(sym, 0) + (1 if m.bs == "B" else -1) * m.matchqty

@@ -61,8 +61,8 @@ from . import FeedBatch
 from .. import pfcf
 
 # counters of the feed (producer values `feed.<name>`); messages = every trade message taken
-COUNTS = ("messages", "ticks", "lots", "duplicates", "gap_lots", "bad_price", "unknown",
-          "sessions", "overflow", "connects", "disconnects", "errors")
+COUNTS = ("messages", "ticks", "lots", "duplicates", "gap_lots", "bad_price", "bad_qty",
+          "unknown", "sessions", "overflow", "connects", "disconnects", "errors")
 # gauges (producer values `feed.<name>`)
 GAUGES = ("connected", "subscribed", "contracts", "silent_s", "queued", "last_exchange_ns")
 # per instrument with a pfcf code (producer values `feed.<name>.<symbol>`): ticks and lots
@@ -84,6 +84,20 @@ def _nothing() -> None:
     pass
 
 
+MAX_TICKS = 1 << 53  # a price in ticks beyond any real one (and inside int64)
+MAX_TOTAL = 1 << 62
+
+
+def _qty(x, most: int = 10**9) -> int:
+    """A quantity of a message as an int; 0 (bad) if it is not one in 1..most. unitrade
+    parses it with int(), so it may be any size (found: 10**25 crashed the producer)."""
+    try:
+        q = int(x)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return q if 0 < q <= most else 0
+
+
 def _price_ticks(price, tick: Decimal) -> int:
     """`price` in ticks of `tick`, exactly; 0 if it is off the grid, not positive or not a
     number. unitrade's float is the shortest text of the server's price: str() gives it."""
@@ -94,7 +108,7 @@ def _price_ticks(price, tick: Decimal) -> int:
     if not d.is_finite() or d <= 0:
         return 0
     q = d / tick
-    if q != q.to_integral_value():
+    if q != q.to_integral_value() or q > MAX_TICKS:
         return 0
     return int(q)
 
@@ -142,19 +156,16 @@ class PfcfFeed:
         self._retry_at = 0
         self._said: set = set()  # (code, reason) of the failed subscriptions logged
         self.redact = str
+        codes = pfcf.contract_codes(cfg.instruments)  # (expiries pinned by the supervisor)
         if api is None:
             creds = pfcf.load_credentials(pc.credentials)
             self.redact = creds.redact
+            log(f"logging in to PFCF at {creds.url} (quotes)")
             api = pfcf.login(creds, connect=self._attach,
                              workdir=pfcf.workdir(cfg.resolved_state_dir()))
         else:
             self._attach(api)
         self.api = api
-        try:
-            codes = pfcf.contract_codes(api, cfg.instruments)
-        except pfcf.PfcfError:
-            pfcf.logout(api)  # (its threads would keep the process from exiting)
-            raise
         self.contracts = {c: _Contract(c, i, Decimal(cfg.instruments[i].tick_size))
                           for c, i in codes.items()}
         self.by_inst = {c.inst: c for c in self.contracts.values()}
@@ -319,10 +330,11 @@ class PfcfFeed:
             counts["unknown"] += 1
             return []
         more_p, more_q = t.matchpricedata or (), t.matchqtydata or ()
-        pairs = [(t.matchprice, t.matchquantity), *zip(more_p, more_q)]
-        lots = sum(int(q) for _, q in pairs)
+        pairs = [(t.matchprice, _qty(t.matchquantity)), *((p, _qty(q)) for p, q in
+                                                           zip(more_p, more_q))]
+        lots = sum(q for _, q in pairs if q > 0)
         tex = pfcf.exchange_time_ns(t.matchtime, wall_ns)
-        total = int(t.matchtotalqty or 0)
+        total = _qty(t.matchtotalqty, MAX_TOTAL)
         if total > 0:
             if c.total >= 0 and total <= c.total:
                 if tex <= c.time:
@@ -339,8 +351,9 @@ class PfcfFeed:
         out = []
         for p, q in pairs:
             ticks = _price_ticks(p, c.tick)
-            q = int(q)
-            if ticks:
+            if q <= 0:
+                counts["bad_qty"] += 1  # (the producer rejects it: bad_qty)
+            elif ticks:
                 c.ticks += 1
                 c.lots += q
                 c.last = ticks

@@ -449,10 +449,12 @@ class Executor(Agent):
             v = PfcfVenue(cfg, None, "", {}, values, wake=ctx.doorbell.release,
                           log=lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
                           journal=journal, redact=creds.redact)
+            print(f"{who}: logging in to PFCF at {creds.url} (orders)", file=sys.stderr,
+                  flush=True)  # (it may take a while: unitrade's HTTP calls wait up to 30 s)
             api = pfcf.login(creds, connect=v.attach,
                              workdir=pfcf.workdir(cfg.resolved_state_dir()))
             v.account = pfcf.account_of(api, creds, cfg.pfcf.account)
-            v.set_codes(pfcf.contract_codes(api, cfg.instruments))
+            v.set_codes(pfcf.contract_codes(cfg.instruments))
         except (pfcf.PfcfError, StateError) as e:  # (StateError: the order journal's file)
             print(f"{who}: error: {e}", file=sys.stderr, flush=True)
             if v is not None:

@@ -62,12 +62,13 @@ _NONE = RejectReason.NONE
 
 OK_CODES = {"0000", "0001", "0002", "0003", "0004", "0006"}  # PFCF's status codes of success
 PRICE_CHANGED = "0006"
+CANCELED_CODE = "0002"
 NOT_YET = "STAR"  # unitrade's own mark of an order it is sending
 _B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 OWNER_SHIFT = 40  # client ids are (strategy index << 40) | n (hftd.stages.strategy)
 NOTE_N_BITS = 34  # the note keeps n < 2**34 (17 billion orders per strategy)
 COUNTERS = ("connects", "disconnects", "errors", "refused", "foreign", "unmatched",
-            "reconciled_fills", "reconciled_ends", "reconciled_lost")
+            "reconciled_fills", "reconciled_ends", "reconciled_lost", "reconciled_changes")
 
 
 def instance_letter(instance: str) -> str:
@@ -107,7 +108,7 @@ def client_id_of(letter: str, note) -> int | None:
 class _Order:
     __slots__ = ("owner", "cid", "inst", "side", "qty", "price", "ord_type", "tif", "note",
                  "seq", "orderno", "acked", "filled", "deleted", "steps", "want", "waiting",
-                 "cancel_sent", "end", "ended", "matched_seen")
+                 "cancel_sent", "end", "ended", "matched_seen", "lost")
 
     def __init__(self, owner, cid, inst, side, qty, price, ord_type, tif, note):
         self.owner, self.cid, self.inst, self.side = owner, cid, inst, side
@@ -124,6 +125,7 @@ class _Order:
         self.end = None  # an end seen in a reply, waiting for the matches it counted: (kind, matched)
         self.ended = False
         self.matched_seen = 0  # the matched quantity PFCF's replies reported
+        self.lost = False  # taken as never received by PFCF (reconcile)
 
 
 class PfcfVenue:
@@ -156,7 +158,10 @@ class PfcfVenue:
         self.by_orderno: dict[str, _Order] = {}
         self.by_seq: dict[str, _Order] = {}
         self.owners: dict[int, dict[int, _Order]] = {}
-        self.match_seqs: set[str] = set()
+        self.match_seqs = _Recent()  # (order number, match number) applied
+        self.ended_ordernos = _Recent()  # PFCF order number -> client id, ended here
+        self.lost: dict[int, _Order] = {}  # taken at the start as never received by PFCF
+        self.odd_codes: set[str] = set()  # status codes not known here, logged once
         self.out: list = []
         self.journal_path = journal
         self.journal = {}  # client id -> [seq, orderno], from an earlier run's journal
@@ -235,7 +240,7 @@ class PfcfVenue:
             actno=self.account, subactno=self.subaccount, productid=code,
             bs="B" if side > 0 else "S", ordertype="L" if ord_type == OrdType.LIMIT else "M",
             price=self._price(instrument, price) if ord_type == OrdType.LIMIT else 0,
-            orderqty=int(qty), ordercondition="RIF"[tif] if 0 <= tif <= 2 else "R",
+            orderqty=int(qty), ordercondition=_condition(ord_type, tif),
             opencloseflag="", dtrade=self.day_trade, note=note)
         self._add(o)
         try:
@@ -363,12 +368,18 @@ class PfcfVenue:
         self.owners.setdefault(o.owner, {})[o.cid] = o
 
     def _end(self, o, kind, qty, reason=_NONE) -> None:
+        self._forget(o)
+        self.out.append((o.owner, o.cid, kind, qty, o.price, reason))
+
+    def _forget(self, o) -> None:
+        """An ended order: no longer managed; PFCF speaking of it again is an alarm."""
         o.ended = True
         self.orders.pop(o.cid, None)
         live = self.owners.get(o.owner)
         if live:
             live.pop(o.cid, None)
-        self.out.append((o.owner, o.cid, kind, qty, o.price, reason))
+        if o.orderno:
+            self.ended_ordernos[o.orderno] = o.cid
 
     def _refuse(self, o, why: str) -> None:
         self.counts["refused"] += 1
@@ -434,25 +445,34 @@ class PfcfVenue:
         if o is None and note:
             cid = client_id_of(self.letter, note)
             if cid is not None:
-                o = self.orders.get(cid)
+                o = self.orders.get(cid) or self.lost.get(cid)
         if o is None and seq:
             o = self.by_seq.get(seq)
         return o
 
     def _reply(self, note, seq, orderno, code, status, orderqty, matchqty, delqty, price,
                productid) -> None:
+        """One DOrderReply, as copied when it came. Quantities decide, not status codes
+        alone: unitrade's status of an order whose match came before its own reply can stay
+        at its "sending" mark (found by a hostile review running unitrade's own DLogic)."""
         o = self._find(note, seq, orderno)
+        if o is not None and o.ended and o.lost:
+            o.lost = False  # (one alarm)
+            self.lost.pop(o.cid, None)
+            self._not_managed(f"a reply for order {o.cid}, taken at the start as never "
+                              f"received")
+            return
         if o is None or o.ended:
             if client_id_of(self.letter, note) is None:
                 self.counts["foreign"] += 1  # another program's order on the account
-            return
-        if code == NOT_YET:
+            elif o is None and orderno not in self.ended_ordernos:
+                self._not_managed(f"a reply for an order ({note}) the executor does not manage")
             return
         if orderno and not o.orderno:
             o.orderno = orderno
             self.by_orderno[orderno] = o
             self._journal(o)
-        if code not in OK_CODES:  # an error: of the order, or of the request in flight
+        if _is_error(code):  # an error: of the order, or of the request in flight
             self.counts["refused"] += 1
             self.log(f"PFCF refused order {o.cid} ({code}): {self.redact(status)[:300]}")
             if not o.acked:
@@ -460,29 +480,36 @@ class PfcfVenue:
             elif o.steps:
                 self._step_failed(o, o.steps.popleft())
             return
-        if not o.acked and o.orderno:
+        if code not in OK_CODES and code != NOT_YET:
+            if code not in self.odd_codes:
+                self.odd_codes.add(code)
+                self.log(f"PFCF status code {code!r} ({self.redact(status)[:100]}) is not "
+                         f"known here: read from the quantities only")
+        if not o.acked and o.orderno and code != NOT_YET:
             o.acked = True
             self.out.append((o.owner, o.cid, ACK, o.qty, o.price, _NONE))
             for step in o.waiting:
                 self._send_step(o, step)
             o.waiting = []
         o.matched_seen = max(o.matched_seen, matchqty)
-        if code == PRICE_CHANGED and o.steps and o.steps[0][0] == "P":
+        if code == PRICE_CHANGED and _take_step(o, "P"):
             p = self._ticks(o.inst, price)
-            step = o.steps.popleft()
-            o.price = p if p is not None else step[1]
+            if p is not None:
+                o.price = p
             self._replaced(o)
-        if delqty > o.deleted:
+        total = orderqty if orderqty > 0 else o.qty
+        left = total - matchqty - delqty
+        if delqty > o.deleted and left > 0:  # a quantity reduction took effect
             o.deleted = delqty
-            left = orderqty - matchqty - delqty if orderqty else o.qty - matchqty - delqty
-            if left <= 0:
-                kind = CANCELED if (o.cancel_sent or o.tif == TimeInForce.ROD) else EXPIRED
-                o.end = (kind, matchqty)
-            else:
-                if o.steps and o.steps[0][0] == "Q":
-                    o.steps.popleft()
-                o.qty = matchqty + left
-                self._replaced(o)
+            _take_step(o, "Q")
+            o.qty = matchqty + left
+            self._replaced(o)
+        elif o.end is None and (left <= 0 and delqty > 0 or code == CANCELED_CODE):
+            # PFCF deleted the rest (a cancel, an IOC/FOK's rest: unitrade ends those with
+            # status 0002 and no deleted quantity)
+            o.deleted = max(delqty, o.deleted)
+            kind = CANCELED if (o.cancel_sent or o.tif == TimeInForce.ROD) else EXPIRED
+            o.end = (kind, matchqty)
         self._maybe_end(o)
 
     def _replaced(self, o) -> None:
@@ -501,29 +528,42 @@ class PfcfVenue:
             return  # its matches first
         self._end(o, kind, o.qty - o.filled)
 
+    def _not_managed(self, what: str) -> None:
+        """PFCF speaks of an order with this instance's mark that the executor does not
+        manage (ended here, or never known): positions may differ from PFCF's. Alarm."""
+        self.counts["unmatched"] += 1
+        self._alarms.append(f"PFCF sent {what}: positions may differ from PFCF's; check "
+                            f"the account at PFCF")
+
     def _match(self, orderno, matchseq, qty, price, productid, bs) -> None:
         if matchseq:
-            if matchseq in self.match_seqs:
+            key = (orderno, matchseq)
+            if key in self.match_seqs:
                 return
-            self.match_seqs.add(matchseq)
+            self.match_seqs.add(key)
         o = self.by_orderno.get(orderno)
         if o is None or o.ended:
-            self.counts["unmatched"] += 1
+            if orderno in self.ended_ordernos:
+                self._not_managed(f"a fill of {qty} for order {self.ended_ordernos[orderno]}, "
+                                  f"which had ended here")
+            else:
+                self.counts["unmatched"] += 1  # another program's order
             return
         ticks = self._ticks(o.inst, price)
-        if qty <= 0 or ticks is None:
-            self.counts["unmatched"] += 1
-            self.log(f"PFCF match of order {o.cid} not understood: qty {qty}, price {price!r}")
+        if qty <= 0 or ticks is None or ticks <= 0:
+            self._not_managed(f"a match of order {o.cid} not understood (qty {qty}, "
+                              f"price {price!r})")
             return
-        qty = min(qty, o.qty - o.filled)
-        if qty <= 0:
-            return
+        if qty > o.qty - o.filled:
+            self._not_managed(f"a fill of {qty} for order {o.cid}, which had "
+                              f"{o.qty - o.filled} left")
+            qty = o.qty - o.filled
+            if qty <= 0:
+                return
         o.filled += qty
         self.out.append((o.owner, o.cid, FILL, qty, ticks, _NONE))
         if o.filled >= o.qty:
-            o.ended = True
-            self.orders.pop(o.cid, None)
-            self.owners.get(o.owner, {}).pop(o.cid, None)
+            self._forget(o)
             return
         self._maybe_end(o)
 
@@ -561,6 +601,11 @@ class PfcfVenue:
         """Bring the restored orders level with PFCF's replies and matches of the day (see
         the module's docstring). Returns the answers to apply, before trading."""
         d = self.dtrade
+        reload = getattr(d, "reload_working_orders", None)
+        if reload is not None:
+            # unitrade cancels and replaces only orders its session knows: this one's are the
+            # day's working orders (it loads them at its login; again here, to be sure)
+            reload()
         replies = d.query_reply(self.account, 0, "", "", "", "")
         matches = d.query_match(self.account, 0, "", "", "", "")
         if not getattr(replies, "ok", False) or not getattr(matches, "ok", False):
@@ -584,75 +629,136 @@ class PfcfVenue:
             mine[cid] = r
             o = self.orders.get(cid)
             if o is None:
-                if _int(r.nomatchqty) > 0 and str(r.statuscode).strip() in OK_CODES:
+                if _int(r.nomatchqty) > 0 and not _is_error(str(r.statuscode).strip()):
                     stray += 1  # working at PFCF, marked ours, not managed
                 continue
             if orderno and not o.orderno:
                 o.orderno = orderno
                 self.by_orderno[orderno] = o
                 self._journal(o)
-        for m in matches.data or []:
-            ms = str(m.matchseq or "").strip()
-            o = self.by_orderno.get(str(m.orderno or "").strip())
-            if o is None:
-                if ms:
-                    self.match_seqs.add(ms)  # not ours or ended: never applied later
-                continue
-        # matches per order, in PFCF's order; the first `filled` lots were applied before
+        # matches per order, in PFCF's order; the first `filled` lots were applied before.
+        # Those of orders not managed here are never applied later.
         per: dict[int, list] = {}
         for m in matches.data or []:
-            o = self.by_orderno.get(str(m.orderno or "").strip())
+            orderno = str(m.orderno or "").strip()
+            o = self.by_orderno.get(orderno)
             if o is not None:
                 per.setdefault(o.cid, []).append(m)
+            elif str(m.matchseq or "").strip():
+                self.match_seqs.add((orderno, str(m.matchseq).strip()))
+        unlisted = []
         for o in list(self.orders.values()):
             r = mine.get(o.cid)
             if r is None:
-                # PFCF has no trace today: one not acknowledged never reached it (at most
-                # once: not resent); an acknowledged one is of an earlier trading day, which
-                # ended it
-                self.counts["reconciled_lost"] += 1
-                if o.acked:
-                    self._end(o, EXPIRED, o.qty - o.filled)
-                else:
-                    self._end(o, REJECT, o.qty, REFUSED)
-                continue
-            if not o.acked and str(r.statuscode).strip() in OK_CODES:
-                o.acked = True
-                self.out.append((o.owner, o.cid, ACK, o.qty, o.price, _NONE))
-            skip = o.filled
-            for m in per.get(o.cid, ()):
-                ms = str(m.matchseq or "").strip()
-                q = _int(m.matchqty)
-                if skip >= q:
-                    skip -= q
-                    if ms:
-                        self.match_seqs.add(ms)
+                if o.acked or o.seq:
+                    # sent (order() returned), yet not in PFCF's day: an earlier day's order
+                    # (PFCF ended it) or a query that lags. Kept, and the operator told.
+                    unlisted.append(o.cid)
                     continue
-                before = o.filled
-                self._match(o.orderno, ms, q - skip, m.matchprice, m.productid, m.bs)
-                skip = 0
-                self.counts["reconciled_fills"] += o.filled - before
-                if o.ended:
-                    break
-            if o.ended:
-                continue
-            code = str(r.statuscode).strip()
-            left = _int(r.orderqty) - _int(r.matchqty) - _int(r.delqty)
-            if code not in OK_CODES and code != NOT_YET and not o.acked:
-                self.counts["reconciled_ends"] += 1
+                # no trace at PFCF: the process died before order() returned and PFCF never
+                # got it (at most once: not sent again). Should PFCF speak of it, the alarm.
+                self.counts["reconciled_lost"] += 1
+                o.lost = True
+                self.lost[o.cid] = o
                 self._end(o, REJECT, o.qty, REFUSED)
-            elif _int(r.delqty) > 0 and left <= 0:
-                self.counts["reconciled_ends"] += 1
-                o.deleted = _int(r.delqty)
-                self._end(o, CANCELED if o.tif == TimeInForce.ROD else EXPIRED,
-                          o.qty - o.filled)
+                continue
+            self._reconcile_order(o, r, per.get(o.cid, ()))
         if stray:
             self._alarms.append(f"{stray} working order(s) at PFCF carry this instance's mark "
                                 f"but the executor does not manage them; cancel them at PFCF "
                                 f"or check the state directory")
+        if unlisted:
+            self._alarms.append(f"{len(unlisted)} order(s) the executor has as working are not "
+                                f"in PFCF's orders of the day (client ids {unlisted[:5]}): an "
+                                f"earlier day's, or PFCF's query lags; check them at PFCF")
         self._publish()
         out, self.out = self.out, []
         return out
+
+    def _reconcile_order(self, o, r, matches) -> None:
+        """Restored order `o` against PFCF's reply `r` and its matches: what PFCF did while
+        the executor was down (acknowledged, filled, changed, ended) is applied."""
+        code = str(r.statuscode).strip()
+        if _is_error(code):
+            if not o.acked:
+                self.counts["reconciled_ends"] += 1
+                self._end(o, REJECT, o.qty, REFUSED)
+            return
+        if not o.acked and code != NOT_YET and o.orderno:
+            o.acked = True
+            self.out.append((o.owner, o.cid, ACK, o.qty, o.price, _NONE))
+        skip = o.filled
+        for m in matches:
+            ms = str(m.matchseq or "").strip()
+            q = _int(m.matchqty)
+            if skip >= q:
+                skip -= q
+                if ms:
+                    self.match_seqs.add((o.orderno, ms))
+                continue
+            before = o.filled
+            self._match(o.orderno, ms, q - skip, m.matchprice, m.productid, m.bs)
+            skip = 0
+            self.counts["reconciled_fills"] += o.filled - before
+            if o.ended:
+                return
+        total = _int(r.orderqty) or o.qty
+        matched, deleted = _int(r.matchqty), _int(r.delqty)
+        left = total - matched - deleted
+        o.deleted = deleted
+        if (left <= 0 and deleted > 0) or code == CANCELED_CODE:
+            self.counts["reconciled_ends"] += 1
+            o.end = (CANCELED if o.tif == TimeInForce.ROD else EXPIRED, matched)
+            self._maybe_end(o)
+            return
+        # a replace PFCF carried out while the executor was down
+        qty = matched + left if left > 0 else o.qty
+        price = self._ticks(o.inst, r.price) if o.ord_type == OrdType.LIMIT else o.price
+        if qty > o.filled and (qty != o.qty or (price and price != o.price)):
+            o.qty, o.price = qty, price or o.price
+            self.counts["reconciled_changes"] += 1
+            self.out.append((o.owner, o.cid, REPLACED, o.qty, o.price, _NONE))
+
+
+class _Recent(dict):
+    """A dict that keeps its newest `keep` entries (a long run's ended orders and applied
+    match numbers would otherwise grow without end); `add(key)` for use as a set."""
+
+    def __init__(self, keep: int = 200_000):
+        super().__init__()
+        self.keep = keep
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.keep:
+            del self[next(iter(self))]
+
+    def add(self, key) -> None:
+        self[key] = True
+
+
+def _condition(ord_type: int, tif: int) -> str:
+    """PFCF's ordercondition: R/I/F for ROD/IOC/FOK. TAIFEX takes a market order only as IOC
+    or FOK: a market ROD goes as IOC (what it would do: fill now, the rest expires)."""
+    if ord_type != OrdType.LIMIT and tif == TimeInForce.ROD:
+        return "I"
+    return "RIF"[tif] if 0 <= tif <= 2 else "R"
+
+
+def _is_error(code: str) -> bool:
+    """PFCF's (and unitrade's) error codes: 9xxx (9999 the exchange's refusal, 9902 not
+    accepting orders, ...) and ERRn (unitrade could not send)."""
+    return code.startswith("9") or code.startswith("ERR")
+
+
+def _take_step(o, kind: str) -> bool:
+    """Remove the oldest request of `kind` (P, Q) on its way for order `o`: its answer came
+    (the halves of a replace may be answered in either order)."""
+    for k, step in enumerate(o.steps):
+        if step[0] == kind:
+            del o.steps[k]
+            return True
+    return False
 
 
 def _int(x) -> int:
