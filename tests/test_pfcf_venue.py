@@ -127,6 +127,25 @@ def test_a_full_fill_ends_the_order(venue):
     assert v.working(0) == []
 
 
+def test_a_match_before_the_reply_that_numbers_the_order_is_applied_once_it_comes(venue):
+    v, t = venue
+    v.submit(0, cid(1), 0, BUY, 2, LIMIT, ROD, 23000, 0)
+    r = t.by_index[0]
+    r.orderno = "o0000"
+    t.fill(0, 2, 23000.0, reply=False)  # the match overtakes the order's reply
+    assert v.poll(0) == () and v.counts["unmatched"] == 1
+    t.ack(0)
+    assert v.poll(0) == [(0, cid(1), K.ACK, 2, 23000, NONE), (0, cid(1), K.FILL, 2, 23000, NONE)]
+    assert v.counts["unmatched"] == 0 and v.working(0) == []
+
+
+def test_a_reply_of_none_from_unitrades_error_path_is_counted_not_a_crash(venue):
+    v, t = venue
+    t.on_reply(None)
+    t.on_match(None)
+    assert v.poll(0) == () and v.counts["errors"] == 2
+
+
 def test_a_match_seen_twice_fills_once(venue):
     v, t = venue
     v.submit(0, cid(1), 0, BUY, 2, LIMIT, ROD, 23000, 0)

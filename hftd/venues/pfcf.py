@@ -161,6 +161,7 @@ class PfcfVenue:
         self.match_seqs = _Recent()  # (order number, match number) applied
         self.ended_ordernos = _Recent()  # PFCF order number -> client id, ended here
         self.lost: dict[int, _Order] = {}  # taken at the start as never received by PFCF
+        self.early = _Recent(10_000)  # order number -> matches that came before its reply
         self.odd_codes: set[str] = set()  # status codes not known here, logged once
         self.out: list = []
         self.journal_path = journal
@@ -199,12 +200,18 @@ class PfcfVenue:
             self.wake()
 
     def _on_reply(self, r) -> None:
+        if r is None:  # (unitrade's error path may hand over None)
+            self._put(("E", "a reply without an order (None)"))
+            return
         self._put(("R", str(r.note or "").strip(), str(r.seq or "").strip(),
                    str(r.orderno or "").strip(), str(r.statuscode or "").strip(),
                    str(r.orderstatus or ""), _int(r.orderqty), _int(r.matchqty),
                    _int(r.delqty), r.price, str(r.productid or "").strip()))
 
     def _on_match(self, m) -> None:
+        if m is None:
+            self._put(("E", "a match without an order (None)"))
+            return
         self._put(("M", str(m.orderno or "").strip(), str(m.matchseq or "").strip(),
                    _int(m.matchqty), m.matchprice, str(m.productid or "").strip(),
                    str(m.bs or "").strip()))
@@ -472,6 +479,9 @@ class PfcfVenue:
             o.orderno = orderno
             self.by_orderno[orderno] = o
             self._journal(o)
+            early = self.early.pop(orderno, None)
+        else:
+            early = None
         if _is_error(code):  # an error: of the order, or of the request in flight
             self.counts["refused"] += 1
             self.log(f"PFCF refused order {o.cid} ({code}): {self.redact(status)[:300]}")
@@ -492,6 +502,12 @@ class PfcfVenue:
                 self._send_step(o, step)
             o.waiting = []
         o.matched_seen = max(o.matched_seen, matchqty)
+        if early:  # matches that came before the order had its number here: ours after all
+            self.counts["unmatched"] -= len(early)
+        for m in early or ():
+            self._match(*m)
+            if o.ended:
+                return
         if code == PRICE_CHANGED and _take_step(o, "P"):
             p = self._ticks(o.inst, price)
             if p is not None:
@@ -546,8 +562,12 @@ class PfcfVenue:
             if orderno in self.ended_ordernos:
                 self._not_managed(f"a fill of {qty} for order {self.ended_ordernos[orderno]}, "
                                   f"which had ended here")
-            else:
-                self.counts["unmatched"] += 1  # another program's order
+            else:  # another program's order, or ours before its number reached us: kept
+                self.counts["unmatched"] += 1
+                self.early.setdefault(orderno, []).append(
+                    (orderno, matchseq, qty, price, productid, bs))
+                if matchseq:
+                    self.match_seqs.pop((orderno, matchseq), None)  # (applied only later)
             return
         ticks = self._ticks(o.inst, price)
         if qty <= 0 or ticks is None or ticks <= 0:
