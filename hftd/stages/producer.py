@@ -53,7 +53,8 @@ UPKEEP_NS = 200_000_000  # a live feed's silence check and gauges, at most this 
 LOST_LINE_NS = 10_000_000_000  # a live feed's "ticks lost" line, at most this often
 PACE_QUANTUM_S = 50e-6
 # a batch's checkpoint, written before its publish: the feed position and counters before
-# the batch and once it is published, and the ring cursor it publishes up to
+# the batch and once it is published, and the ring cursor it publishes up to (in two slots,
+# `ck0.*` and `ck1.*`, `ck.slot` saying which stands)
 _CHECKPOINT = ("fed_before", "fed_after", "received_before", "received_after",
                "published_before", "published_after", "cursor_after")
 
@@ -109,7 +110,8 @@ class Producer(Agent):
                   *((f"rejected_{r}", COUNTER) for r in REJECT_REASONS),
                   ("conflation_pending", GAUGE), ("first_ingest_ns", GAUGE),
                   ("last_ingest_ns", GAUGE), ("resumed_at", GAUGE),
-                  *((f"ck.{k}", GAUGE) for k in _CHECKPOINT))
+                  *((f"ck{slot}.{k}", GAUGE) for slot in (0, 1) for k in _CHECKPOINT),
+                  ("ck.slot", GAUGE))
         if cfg.producer.feed == "taifex":
             values += _taifex_values(cfg) + (("feed.files_id", GAUGE),)
         elif cfg.producer.feed == "recording":
@@ -138,7 +140,9 @@ class Producer(Agent):
         self.ending = False
         self.started = False
         s_q, idx = s.q_values, s.index
-        self._ck = [idx[f"ck.{k}"] for k in _CHECKPOINT]
+        # two checkpoint slots: one is written while the other stands (`_checkpoint`)
+        self._ck2 = [[idx[f"ck{slot}.{k}"] for k in _CHECKPOINT] for slot in (0, 1)]
+        self._ck_slot = idx["ck.slot"]
         self._q = s_q
         self._bind_feed(cfg)
         self.live = self._bind_live(cfg)
@@ -356,7 +360,8 @@ class Producer(Agent):
         cursor of ticks.in says whether its last batch was published (the publish is one
         store of the cursor), and the checkpoint gives the feed position and counters either
         way. So no tick is published twice or skipped, and the counters stay exact."""
-        q, ck = self._q, self._ck
+        q = self._q
+        ck = self._ck2[q[self._ck_slot]]
         landed = self.out.position == q[ck[6]]
         fed, received, published = (q[ck[1]], q[ck[3]], q[ck[5]]) if landed else \
             (q[ck[0]], q[ck[2]], q[ck[4]])
@@ -461,8 +466,14 @@ class Producer(Agent):
     def _checkpoint(self, n: int, w, fed_before: int | None = None,
                     received_before: int | None = None,
                     published_before: int | None = None) -> None:
-        """Before a publish: the state before this batch and once it lands (`_resume`)."""
-        q, ck = self._q, self._ck
+        """Before a publish: the state before this batch and once it lands (`_resume`),
+        written whole into the slot that does not stand, which then stands (one store): a
+        kill between the stores leaves the previous checkpoint standing, whole (found by the
+        chaos test: a kill between the received-after and the published-after stores of a
+        single checkpoint resumed with received 4 above published)."""
+        q = self._q
+        slot = 1 - q[self._ck_slot]
+        ck = self._ck2[slot]
         fed = getattr(self.feed, "position", 0)
         received = self.c_received.value
         published = self.c_published.value
@@ -473,6 +484,7 @@ class Producer(Agent):
         q[ck[4]] = published if published_before is None else published_before
         q[ck[5]] = published + w.position - w.published
         q[ck[6]] = w.position  # the cursor once published
+        q[self._ck_slot] = slot
 
     def _recorded(self) -> None:
         """A batch went to the recording (before its publish, stamped with the wall clock):
