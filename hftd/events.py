@@ -84,6 +84,7 @@ class RejectReason(enum.IntEnum):
     DUPLICATE_ORDER_ID = 14  # a client order id already used, or not the strategy's own
     BAD_ORDER = 15  # an unknown action, order type or time in force; a market order with a price
     VENUE_REFUSED = 16  # the venue (the broker) refused it: its code and message are in the executor's log
+    REPLACE_PENDING = 17  # a replace while the order's previous replace is on its way (PFCF takes one at a time)
 
 
 class Tick(msgspec.Struct, array_like=True, tag=1, gc=False):

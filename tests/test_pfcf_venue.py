@@ -363,6 +363,19 @@ def test_the_halves_of_a_replace_may_be_answered_in_either_order(venue):
     assert v.poll(0) == [(0, cid(1), K.REPLACED, 3, 1002, NONE)]
 
 
+def test_a_replace_while_the_previous_one_is_on_its_way_is_refused(venue):
+    v, t = venue
+    v.submit(0, cid(1), 0, BUY, 5, LIMIT, ROD, 23000, 0)
+    t.ack(0)
+    v.poll(0)
+    v.replace(0, cid(1), 5, 23001, 0)
+    v.replace(0, cid(1), 5, 23002, 0)
+    assert v.poll(0) == [(0, cid(1), K.CANCEL_REJECTED, 0, 0, RejectReason.REPLACE_PENDING)]
+    t.price_changed(0, 23001.0)
+    assert v.poll(0) == [(0, cid(1), K.REPLACED, 5, 23001, NONE)]
+    assert len(t.replaces) == 1
+
+
 def test_a_status_code_not_known_here_is_read_from_the_quantities_and_logged_once(venue):
     v, t = venue
     v.submit(0, cid(1), 0, BUY, 2, LIMIT, ROD, 23000, 0)

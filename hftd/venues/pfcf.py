@@ -280,6 +280,10 @@ class PfcfVenue:
             # PFCF reduces a quantity, never raises it
             self.out.append((owner, client_id, CANCEL_REJECTED, 0, 0, RejectReason.BAD_QTY))
             return
+        if o.want is not None:  # one at a time: each is answered REPLACED once whole
+            self.out.append((owner, client_id, CANCEL_REJECTED, 0, 0,
+                             RejectReason.REPLACE_PENDING))
+            return
         if new_qty == o.qty and new_price == o.price:
             self.out.append((owner, client_id, REPLACED, new_qty, new_price, _NONE))
             return
