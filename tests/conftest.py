@@ -105,6 +105,19 @@ def hftd_running(instance, tmp_path, *args, toml: str = ""):
             proc.communicate()
 
 
+def agents_of(sup: psutil.Process) -> list[psutil.Process]:
+    """The supervisor `sup`'s children that are agents (not its fork server; hftd.forkserver),
+    as their command lines say."""
+    out = []
+    for k in sup.children():
+        try:
+            if "agent" in k.cmdline():
+                out.append(k)
+        except psutil.Error:  # exited meanwhile
+            pass
+    return out
+
+
 def agent(proc: subprocess.Popen, role: str, not_pids=(), timeout: float = 30.0) -> psutil.Process:
     """The supervisor `proc`'s live agent whose command line names `role` ("producer",
     "dispatcher", "strategy", "executor"), other than `not_pids`; waits until there is one."""

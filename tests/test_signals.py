@@ -170,12 +170,24 @@ def assert_no_traceback(err: str) -> None:
 
 
 # --- 1. agents never outlive the supervisor ---------------------------------------------------
+def _n_agents(children) -> int:
+    """How many of the supervisor's `children` are agents (the others: its fork server)."""
+    n = 0
+    for c in children:
+        try:
+            n += "agent" in c.cmdline()
+        except psutil.Error:
+            pass
+    return n
+
+
 def _crash_then_restart(h: Hftd, instance: str, children=None) -> dict:
     """kill -9 the supervisor (`children`: its child processes just before); 1 s later no
     process of the instance may be left, and the next run of the instance must start
     cleanly, remove the crash's debris, and exit 0."""
     if children is None:
         children = h.sup.children()
+    agents = _n_agents(children)
     h.proc.kill()
     h.wait(10)  # reap the supervisor itself (the test is its parent)
     time.sleep(1.0)
@@ -197,7 +209,8 @@ def _crash_then_restart(h: Hftd, instance: str, children=None) -> dict:
         assert f"removed {len(debris)} stale shared-memory objects of a crashed earlier run" \
                in res.stderr, res.stderr
     assert shm.leftovers(instance) == []
-    return {"children_before": len(children), "live_after": len(live),
+    return {"children_before": len(children), "agents_before": agents,
+            "live_after": len(live),
             "zombies_after": len(zombies), "debris": len(debris)}
 
 
@@ -231,7 +244,7 @@ def test_kill_9_supervisor_while_running_leaves_no_agent(instance, tmp_path):
         time.sleep(0.3)
         got = _crash_then_restart(h, instance)
         print(f"kill -9: {got}")
-        assert got["children_before"] == 4 and got["debris"] > 0
+        assert got["agents_before"] == 4 and got["debris"] > 0
     finally:
         h.close()
 
@@ -248,7 +261,7 @@ def test_kill_9_supervisor_with_a_full_ring_leaves_no_agent(instance, tmp_path):
             assert time.monotonic() < deadline, f"ticks.in never filled: {occ:.0%}"
         got = _crash_then_restart(h, instance)
         print(f"kill -9: {got}")
-        assert got["children_before"] == 4 and got["debris"] > 0
+        assert got["agents_before"] == 4 and got["debris"] > 0
     finally:
         h.close()
 
