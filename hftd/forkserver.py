@@ -258,16 +258,6 @@ class ForkServer:
             proc.wait()
 
 
-def children_of(pid: int) -> list[int]:
-    """The pids whose parent is `pid` (zombies included)."""
-    import psutil
-
-    try:
-        return [c.pid for c in psutil.Process(pid).children()]
-    except psutil.Error:
-        return []
-
-
 # --- in the fork server ---------------------------------------------------------------------
 
 def _reset_signals() -> None:

@@ -31,7 +31,7 @@ import msgspec
 from . import agent as agent_mod
 from . import commands
 from . import config as config_mod
-from . import forkserver, identity, lifeline
+from . import forkserver, identity, lifeline, procfs
 from . import report as report_mod
 from . import control as control_mod
 from . import shm, stats, topology
@@ -445,7 +445,7 @@ class Supervisor:
         fs.close(timeout=1.0)
         known = {a.proc.pid for a in self.agents if a.proc is not None}
         time.sleep(0.05)  # an orphan of a killed intermediate is ours once reparented
-        for pid in forkserver.children_of(os.getpid()):
+        for pid in procfs.children(os.getpid()):
             if pid not in known:
                 stray = forkserver.ForkedAgent(pid, ["stray"])
                 stray.kill()
