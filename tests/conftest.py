@@ -139,13 +139,29 @@ def agent(proc: subprocess.Popen, role: str, not_pids=(), timeout: float = 30.0)
 def kill_agent(proc: subprocess.Popen, instance: str, role: str, after_s: float) -> None:
     """Once every agent of `instance` runs, let it work `after_s`, then SIGKILL agent `role`
     and return when the supervisor has spawned its replacement (whose stats block no longer
-    says RUNNING until it is up again, so a following `wait_running` really waits)."""
+    says RUNNING until it is up again, so a following `wait_running` really waits). The
+    spawn is seen in the stats block (its restart count), not by finding the new process: a
+    forked agent that refuses to start is gone within milliseconds."""
+    from hftd import stats
+
     wait_running(instance)
     time.sleep(after_s)
     victim = agent(proc, role)
-    victim.kill()
-    victim.wait(10)
-    agent(proc, role, not_pids={victim.pid})
+    cmd = victim.cmdline()
+    name = f"strategy.{cmd[cmd.index('--name') + 1]}" if role == "strategy" else role
+    blk = stats.StatsBlock.attach(shm.object_name(instance, f"stats.{name}"))
+    try:
+        before = int(blk.q_header[stats.H_RESTARTS])
+        victim.kill()
+        victim.wait(10)
+        deadline = time.monotonic() + 30
+        while int(blk.q_header[stats.H_RESTARTS]) == before or (
+                blk.state == stats.RUNNING and blk.pid == victim.pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} of {instance} not restarted within 30 s")
+            time.sleep(0.002)
+    finally:
+        blk.close()
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout=60):
