@@ -83,6 +83,27 @@ def _argv_area() -> tuple[int, int] | None:
     return (start, end - start) if 0 < start < end else None
 
 
+def _blank_environ(keys) -> None:
+    """Overwrite with NULs the KEY=value strings of `keys` in the environment block this
+    process inherited (/proc/PID/environ shows that block; `os.environ.pop` only drops the
+    pointers to them), so no reader of /proc sees them in the fork server or its agents."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2:].split()
+        start, end = int(fields[47]), int(fields[48])  # env_start, env_end (fields 50, 51)
+    except (OSError, ValueError, IndexError):
+        return
+    if not 0 < start < end:
+        return
+    block = ctypes.string_at(start, end - start)
+    at = 0
+    for entry in block.split(b"\0"):
+        if entry.split(b"=", 1)[0] in {os.fsencode(k) for k in keys}:
+            ctypes.memset(start + at, 0, len(entry))
+        at += len(entry) + 1
+
+
 def set_cmdline(*candidates: list[str]) -> list[str] | None:
     """Write the first of `candidates` that fits over the inherited argv area (NUL-separated,
     padded with NULs, so /proc/PID/cmdline and psutil read it as that argv); returns it, or
@@ -289,8 +310,10 @@ def _serve(sock: socket.socket, instance: str, runtime_dir: str, supervisor: int
         return ORPHANED
     _reset_signals()
     os.setpgid(0, 0)  # a terminal's Ctrl-C is for the supervisor alone
-    for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID"):
+    private = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+    for key in private:
         os.environ.pop(key, None)  # the notify protocol is the supervisor's alone
+    _blank_environ(private)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
