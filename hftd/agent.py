@@ -204,22 +204,31 @@ def spec_path(runtime_dir: str, instance: str) -> str:
     return os.path.join(runtime_dir, f"{instance}.json")
 
 
-def load_spec(runtime_dir: str, instance: str) -> config_mod.Config:
-    """The resolved config the supervisor wrote for its agents (a file of ours, no symlink)."""
+def load_spec(runtime_dir: str, instance: str,
+              known: tuple[bytes, config_mod.Config] | None = None) -> config_mod.Config:
+    """The resolved config the supervisor wrote for its agents (a file of ours, no symlink).
+    `known`: a spec's text and its config, already decoded: returned if the file says that
+    (a forked agent inherits the supervisor's; decoding it again would copy ~1.4 MiB of the
+    pages it shares, hftd.forkserver)."""
     from .identity import read_private
 
     path = spec_path(runtime_dir, instance)
-    return config_mod.from_dict(msgspec.json.decode(read_private(path)), path)
+    data = read_private(path)
+    if known is not None and data == known[0]:
+        return known[1]
+    return config_mod.from_dict(msgspec.json.decode(data), path)
 
 
 EXIT_ON_SIGNAL = 128 + signal.SIGTERM  # what an agent that left on a signal exits with
 
 
-def main(role: str, name: str | None, instance: str, runtime_dir: str) -> int:
-    """Entry point of an agent process (`hftd agent ROLE --instance NAME`)."""
+def main(role: str, name: str | None, instance: str, runtime_dir: str,
+         known_spec: tuple[bytes, config_mod.Config] | None = None) -> int:
+    """Entry point of an agent process (`hftd agent ROLE --instance NAME`, or forked by
+    hftd.forkserver, which passes the spec it knows: see `load_spec`)."""
     from .stages import ROLES
 
-    cfg = load_spec(runtime_dir, instance)
+    cfg = load_spec(runtime_dir, instance, known_spec)
     agent_name = topology.strategy_agent(name) if role == "strategy" else role
     spec = {a.name: a for a in topology.agents(cfg)}.get(agent_name)
     if spec is None:

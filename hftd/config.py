@@ -206,7 +206,7 @@ def _ring(capacity, slot_size, **kw):
 
 
 class RingsConfig(_Base):
-    ticks: RingConfig = _ring(65536, 64)
+    ticks: RingConfig = _ring(8192, 64)
     orders: RingConfig = _ring(4096, 128, block_deadline_ms=1000.0)
     reports: RingConfig = _ring(4096, 128, block_deadline_ms=1000.0)
     control: RingConfig = _ring(64, 64, block_deadline_ms=1000.0)

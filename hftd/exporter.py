@@ -1,21 +1,126 @@
-"""Prometheus exporter: a prometheus-client custom Collector over an `InstanceView`.
+"""Prometheus exporter: a custom collector over an `InstanceView`, served on /metrics.
 
 Every scrape reads the stats blocks and ring headers directly (no locks, nothing cached), so
 /metrics is as fresh as `hftd status`. Names follow Prometheus conventions: `hftd_` prefix,
 seconds, `_total` for counters. Latency histograms are re-bucketed from hftd's log-linear
 buckets onto fixed bounds chosen for microsecond latencies (`LATENCY_BUCKETS_S`).
+
+The metric families and the text format (0.0.4) are prometheus-client's, byte for byte (a
+test renders the same collector with both), written here because importing prometheus_client
+costs the supervisor ~8 MiB of memory of its own (urllib.request, http.server, email, ssl:
+its push gateway and WSGI code), an eighth of the instance's memory target (issue 12). The
+HTTP side is the few lines a scrape needs: GET or HEAD of any path, one response, close.
 """
 
 from __future__ import annotations
 
+import math
+import socket
+import socketserver
+import sys
+import threading
+from typing import NamedTuple
+
 import numpy as np
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
-                                    HistogramMetricFamily)
 
 from . import __version__
 from .monitor import InstanceView
 from .stats import COUNTER
+
+
+class Sample(NamedTuple):
+    """One line of a family (prometheus_client.samples.Sample's fields)."""
+
+    name: str
+    labels: dict
+    value: float
+    timestamp: float | None = None
+    exemplar: object = None
+    native_histogram: object = None
+
+
+class _Family:
+    """A metric family and its samples (prometheus_client.Metric's interface)."""
+
+    type = ""
+
+    def __init__(self, name: str, documentation: str, labels=None):
+        self.name = name
+        self.documentation = documentation
+        self.unit = ""
+        self._labelnames = tuple(labels or ())
+        self.samples: list[Sample] = []
+
+
+class GaugeMetricFamily(_Family):
+    type = "gauge"
+
+    def add_metric(self, labels, value) -> None:
+        self.samples.append(Sample(self.name, dict(zip(self._labelnames, labels)), value))
+
+
+class CounterMetricFamily(_Family):
+    type = "counter"
+
+    def __init__(self, name: str, documentation: str, labels=None):
+        super().__init__(name[:-6] if name.endswith("_total") else name, documentation, labels)
+
+    def add_metric(self, labels, value) -> None:
+        self.samples.append(Sample(self.name + "_total", dict(zip(self._labelnames, labels)),
+                                   value))
+
+
+class HistogramMetricFamily(_Family):
+    type = "histogram"
+
+    def add_metric(self, labels, buckets, sum_value) -> None:
+        """`buckets`: (upper bound as text, cumulative count), sorted, "+Inf" last."""
+        base = list(zip(self._labelnames, labels))
+        for bound, count in buckets:
+            self.samples.append(Sample(self.name + "_bucket", dict(base + [("le", bound)]),
+                                       count))
+        if float(buckets[0][0]) >= 0 and sum_value is not None:
+            self.samples.append(Sample(self.name + "_count", dict(base), buckets[-1][1]))
+            self.samples.append(Sample(self.name + "_sum", dict(base), sum_value))
+
+
+def _float(d) -> str:
+    """A value as Go (and prometheus_client's floatToGoString) writes it."""
+    d = float(d)
+    if d == math.inf:
+        return "+Inf"
+    if d == -math.inf:
+        return "-Inf"
+    if math.isnan(d):
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    if d > 0 and dot > 6:  # Go switches to exponents sooner than Python
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
+
+
+def _line(s: Sample) -> str:
+    labels = ""
+    if s.labels:
+        labels = "{" + ",".join(
+            '{}="{}"'.format(k, str(v).replace("\\", r"\\").replace("\n", r"\n")
+                             .replace('"', r'\"'))
+            for k, v in sorted(s.labels.items())) + "}"
+    return f"{s.name}{labels} {_float(s.value)}\n"
+
+
+def render(collector) -> bytes:
+    """The text exposition format 0.0.4 of what `collector.collect()` yields."""
+    out = []
+    for m in collector.collect():
+        name = m.name + "_total" if m.type == "counter" else m.name
+        doc = m.documentation.replace("\\", r"\\").replace("\n", r"\n")
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} {m.type}\n")
+        out.extend(_line(s) for s in m.samples)
+    return "".join(out).encode()
+
 
 LATENCY_BUCKETS_S = (1e-6, 2e-6, 5e-6, 10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3,
                      5e-3, 10e-3, 20e-3, 50e-3, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -40,7 +145,7 @@ class HftdCollector:
         self.view = view
 
     def describe(self):
-        return []  # collected fresh on every scrape; nothing to describe up front
+        return []  # collected fresh on every scrape (prometheus_client's registry asks)
 
     def collect(self):
         v = self.view
@@ -302,9 +407,58 @@ def _positions(vals: dict, position, pnl, avg, lots) -> None:
             pnl.add_metric(labels + [component], x)
 
 
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+REQUEST_TIMEOUT_S = 10.0  # a client that has not sent its request by then is hung up on
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    timeout = REQUEST_TIMEOUT_S
+
+    def handle(self) -> None:
+        try:
+            request = self.rfile.readline(8192).split()
+            for _ in range(100):  # the headers: nothing in them changes the answer
+                if self.rfile.readline(8192) in (b"\r\n", b"\n", b""):
+                    break
+            if len(request) != 3 or not request[2].startswith(b"HTTP/"):
+                return self._reply(400, b"bad request\n")
+            if request[0] not in (b"GET", b"HEAD"):
+                return self._reply(405, b"only GET and HEAD\n")
+            try:
+                body = render(self.server.collector)
+            except Exception as e:  # a scrape must never take the supervisor down
+                print(f"hftd: /metrics failed: {e!r}", file=sys.stderr, flush=True)
+                return self._reply(500, b"collecting the metrics failed\n")
+            self._reply(200, body, head=request[0] == b"HEAD")
+        except OSError:  # the client went away, or was too slow
+            pass
+
+    def _reply(self, status: int, body: bytes, head: bool = False) -> None:
+        reason = {200: "OK", 400: "Bad Request", 405: "Method Not Allowed",
+                  500: "Internal Server Error"}[status]
+        ctype = CONTENT_TYPE if status == 200 else "text/plain; charset=utf-8"
+        self.wfile.write(f"HTTP/1.0 {status} {reason}\r\nContent-Type: {ctype}\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                         + (b"" if head else body))
+
+
+class MetricsServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, host: str, port: int, collector):
+        try:  # bytes: a str host is IDNA-encoded, which imports unicodedata (~1 MiB)
+            name = host.encode("ascii") if host else None
+        except UnicodeEncodeError:
+            name = host
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        self.address_family = infos[0][0]
+        self.collector = collector
+        super().__init__(infos[0][4][:2], _Handler)
+
+
 def serve(view: InstanceView, host: str, port: int):
     """Serve /metrics on host:port in a background thread; returns (server, bound port)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(HftdCollector(view))
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    server = MetricsServer(host, port, HftdCollector(view))
+    threading.Thread(target=server.serve_forever, name="hftd-metrics", daemon=True).start()
     return server, server.server_address[1]

@@ -26,7 +26,7 @@ import stat
 
 import msgspec
 
-from . import shm
+from . import procfs, shm
 from .atomic_file import write_atomic
 
 
@@ -46,7 +46,7 @@ class Record(msgspec.Struct):
     """What the lock file says about the supervisor holding it."""
 
     pid: int
-    started: float  # the supervisor process's start time (psutil create_time): pid reuse check
+    started: float  # the supervisor process's start time (as psutil's create_time): pid reuse check
     runtime_dir: str
 
 
@@ -109,8 +109,6 @@ class InstanceLock:
         self.fd: int | None = None
 
     def acquire(self, runtime_dir: str) -> None:
-        import psutil
-
         for _ in range(10):
             fd = _open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
             try:
@@ -139,9 +137,9 @@ class InstanceLock:
             os.close(fd)
         else:
             raise IdentityError(f"could not take the lock {self.path}: it keeps being replaced")
-        me = psutil.Process()
+        me = os.getpid()
         os.ftruncate(fd, 0)
-        os.pwrite(fd, msgspec.json.encode(Record(me.pid, me.create_time(), runtime_dir)), 0)
+        os.pwrite(fd, msgspec.json.encode(Record(me, procfs.create_time(me), runtime_dir)), 0)
         self.fd = fd
 
     def release(self) -> None:
@@ -158,13 +156,10 @@ class InstanceLock:
 
 def alive(rec: Record) -> bool:
     """Whether the supervisor of `rec` still runs (pid and start time match)."""
-    import psutil
-
     try:
-        p = psutil.Process(rec.pid)
-        return (abs(p.create_time() - rec.started) < 0.01
-                and p.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
+        return (abs(procfs.create_time(rec.pid) - rec.started) < 0.01
+                and not procfs.is_zombie(rec.pid))
+    except (ProcessLookupError, PermissionError):
         return False
 
 

@@ -23,6 +23,12 @@ def bind_to_supervisor(argv: list[str]) -> None:
         expected = int(argv[argv.index("--supervisor-pid") + 1])
     except (ValueError, IndexError):
         return  # started by hand (a test, a debugger): no supervisor to follow
+    if not follow(expected):
+        os._exit(70)  # the supervisor died while we were starting
+
+
+def follow(supervisor: int) -> bool:
+    """Die with `supervisor`, our parent: False if it is not our parent (any more)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -30,8 +36,7 @@ def bind_to_supervisor(argv: list[str]) -> None:
         libc.prctl(PR_SET_TIMERSLACK, 1000)
     except (OSError, AttributeError):
         pass
-    if os.getppid() != expected:
-        os._exit(70)  # the supervisor died while we were starting
+    return os.getppid() == supervisor
 
 
 _early: list[int] = []

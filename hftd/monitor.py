@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import time
 
-import psutil
 from . import agent as agent_mod
 from . import config as config_mod
 from . import report as report_mod
-from . import shm, stats, topology
+from . import procfs, shm, stats, topology
 from .ring import Ring
 
 
@@ -33,7 +32,6 @@ class InstanceView:
                      for r in topology.rings(cfg)}
         self.blocks = blocks
         self.rings = rings
-        self._procs: dict[int, psutil.Process] = {}
 
     @classmethod
     def attach(cls, instance: str, runtime_dir: str) -> "InstanceView":
@@ -74,14 +72,12 @@ class InstanceView:
             b = self.blocks[a.name]
             pid = b.pid
             age = (now - b.heartbeat_ns) / 1e9 if b.heartbeat_ns else None
-            alive = pid > 0 and psutil.pid_exists(pid)
+            alive = pid > 0
             cpu = rss = None
             if alive:
                 try:
-                    p = self._procs.get(pid) or self._procs.setdefault(pid, psutil.Process(pid))
-                    t = p.cpu_times()
-                    cpu, rss = t.user + t.system, p.memory_info().rss
-                except psutil.Error:
+                    cpu, rss = procfs.cpu_seconds(pid), procfs.rss_bytes(pid)
+                except (ProcessLookupError, PermissionError):
                     alive = False
             state = stats.STATE_NAMES.get(b.state, "unknown")
             out[a.name] = {

@@ -31,7 +31,7 @@ import msgspec
 from . import agent as agent_mod
 from . import commands
 from . import config as config_mod
-from . import identity, lifeline
+from . import forkserver, identity, lifeline, procfs
 from . import report as report_mod
 from . import control as control_mod
 from . import shm, stats, topology
@@ -66,7 +66,7 @@ class _Agent:
         self.spec = spec
         self.name = spec.name
         self.index = index  # strategies: the position in the config (QUARANTINE's argument)
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | forkserver.ForkedAgent | None = None
         self.block: stats.StatsBlock | None = None
         self.restarts = 0
         self.crashes: list[float] = []  # monotonic times of crashes within the window
@@ -152,6 +152,7 @@ class Supervisor:
         self.server: control_mod.Server | None = None
         self.view: InstanceView | None = None
         self.metrics_server = None
+        self.forkserver: forkserver.ForkServer | None = None
         self.alarms_seen = 0
         self.paused = False
         self.control_backlog: list[tuple[str, int, int]] = []  # (agent, kind, arg) not yet sent
@@ -199,6 +200,7 @@ class Supervisor:
         t0 = time.monotonic()
         rc = 1
         try:
+            self._start_forkserver()  # first: before any thread, shared memory or socket
             self._create()
             self.server = control_mod.Server(
                 control_mod.socket_path(self.runtime_dir, self.instance), self._command, self.log)
@@ -222,6 +224,8 @@ class Supervisor:
                 self.metrics_server.shutdown()
                 self.metrics_server.server_close()
             self._destroy()
+            if self.forkserver is not None:
+                self.forkserver.close()
             self._unlock()
         if self.report is not None:
             print(report_mod.summary_text(self.report), file=self.out, flush=True)
@@ -392,20 +396,35 @@ class Supervisor:
         self.created.clear()
 
     # --- agents -------------------------------------------------------------------------
+    def _start_forkserver(self) -> None:
+        """Agents are forked from a copy of this process (hftd.forkserver), so they share the
+        pages of everything it has imported; where that cannot be done safely, they start as
+        new interpreters."""
+        try:
+            self.forkserver = forkserver.ForkServer.start(self.cfg, self.runtime_dir,
+                                                          self.lock.fd)
+        except (forkserver.ForkServerError, OSError) as e:
+            self.log(f"agents start as new interpreters (no fork server: {e})")
+
     def _spawn(self, a: _Agent) -> None:
         role = a.spec.role
-        cmd = [sys.executable, "-m", "hftd", "agent", role]
-        if role == "strategy":
-            cmd += ["--name", a.name.split(".", 1)[1]]
-        cmd += ["--instance", self.instance, "--runtime-dir", self.runtime_dir,
-                "--supervisor-pid", str(os.getpid())]
+        name = a.name.split(".", 1)[1] if role == "strategy" else None
         a.block.set_state(0)
-        env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
-        # own process group: a terminal's Ctrl-C reaches only the supervisor, which then
-        # drains the pipeline in order instead of every agent stopping at once. The lock's
-        # descriptor goes along: the instance stays locked while any of its processes lives.
-        a.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0, env=env,
-                                  pass_fds=(self.lock.fd,))
+        a.proc = None
+        if self.forkserver is not None:
+            try:
+                a.proc = self.forkserver.spawn(role, name)
+            except forkserver.ForkServerError as e:
+                self.log(f"{e}: agents start as new interpreters from now on")
+                self._drop_forkserver()
+        if a.proc is None:
+            cmd = forkserver.agent_argv(role, name, self.instance, self.runtime_dir, os.getpid())
+            env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+            # own process group: a terminal's Ctrl-C reaches only the supervisor, which then
+            # drains the pipeline in order instead of every agent stopping at once. The lock's
+            # descriptor goes along: the instance stays locked while any of its processes lives.
+            a.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0, env=env,
+                                      pass_fds=(self.lock.fd,))
         a.restart_at = None
         a.finished = False
         a.told_to_start = False
@@ -418,6 +437,23 @@ class Supervisor:
             for q in self.agents:
                 if q.quarantined:
                     self._send(a.name, ControlKind.QUARANTINE, q.index)
+
+    def _drop_forkserver(self) -> None:
+        """The fork server failed: end it, and any agent it forked that we were not told of
+        (one it answered too late for), so no role ever runs twice."""
+        fs, self.forkserver = self.forkserver, None
+        try:
+            os.killpg(fs.pid, signal.SIGKILL)  # it and an intermediate it may be waiting for
+        except OSError:
+            pass
+        fs.close(timeout=1.0)
+        known = {a.proc.pid for a in self.agents if a.proc is not None}
+        time.sleep(0.05)  # an orphan of a killed intermediate is ours once reparented
+        for pid in procfs.children(os.getpid()):
+            if pid not in known:
+                stray = forkserver.ForkedAgent(pid, ["stray"])
+                stray.kill()
+                stray.wait()
 
     def _start_all(self) -> bool:
         """Start every agent and wait until all run; False if asked to stop meanwhile. An

@@ -105,6 +105,19 @@ def hftd_running(instance, tmp_path, *args, toml: str = ""):
             proc.communicate()
 
 
+def agents_of(sup: psutil.Process) -> list[psutil.Process]:
+    """The supervisor `sup`'s children that are agents (not its fork server; hftd.forkserver),
+    as their command lines say."""
+    out = []
+    for k in sup.children():
+        try:
+            if "agent" in k.cmdline():
+                out.append(k)
+        except psutil.Error:  # exited meanwhile
+            pass
+    return out
+
+
 def agent(proc: subprocess.Popen, role: str, not_pids=(), timeout: float = 30.0) -> psutil.Process:
     """The supervisor `proc`'s live agent whose command line names `role` ("producer",
     "dispatcher", "strategy", "executor"), other than `not_pids`; waits until there is one."""
@@ -126,13 +139,29 @@ def agent(proc: subprocess.Popen, role: str, not_pids=(), timeout: float = 30.0)
 def kill_agent(proc: subprocess.Popen, instance: str, role: str, after_s: float) -> None:
     """Once every agent of `instance` runs, let it work `after_s`, then SIGKILL agent `role`
     and return when the supervisor has spawned its replacement (whose stats block no longer
-    says RUNNING until it is up again, so a following `wait_running` really waits)."""
+    says RUNNING until it is up again, so a following `wait_running` really waits). The
+    spawn is seen in the stats block (its restart count), not by finding the new process: a
+    forked agent that refuses to start is gone within milliseconds."""
+    from hftd import stats
+
     wait_running(instance)
     time.sleep(after_s)
     victim = agent(proc, role)
-    victim.kill()
-    victim.wait(10)
-    agent(proc, role, not_pids={victim.pid})
+    cmd = victim.cmdline()
+    name = f"strategy.{cmd[cmd.index('--name') + 1]}" if role == "strategy" else role
+    blk = stats.StatsBlock.attach(shm.object_name(instance, f"stats.{name}"))
+    try:
+        before = int(blk.q_header[stats.H_RESTARTS])
+        victim.kill()
+        victim.wait(10)
+        deadline = time.monotonic() + 30
+        while int(blk.q_header[stats.H_RESTARTS]) == before or (
+                blk.state == stats.RUNNING and blk.pid == victim.pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name} of {instance} not restarted within 30 s")
+            time.sleep(0.002)
+    finally:
+        blk.close()
 
 
 def stop(proc: subprocess.Popen, sig=signal.SIGINT, timeout=60):

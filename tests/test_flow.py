@@ -17,7 +17,7 @@ from hftd.events import Codec, Control, ControlKind, Tick, TickStream
 from hftd.feeds import FeedBatch
 from hftd.ring import CONTROL_KEY, RingReader, RingWriter
 from hftd.stages import Dispatcher, Producer, StrategyStage
-from conftest import hftd, start_hftd, stop
+from conftest import agents_of, hftd, start_hftd, stop
 
 CAP = 64
 enc = Codec(TickStream)
@@ -309,9 +309,9 @@ params = {{ sleep_us = 500, every = 5, keep_seqs = false, out = "{tmp_path}/rec.
     try:
         sup = psutil.Process(proc.pid)
         deadline = time.monotonic() + 30
-        while len(sup.children()) < 4 and time.monotonic() < deadline:
+        while len(agents_of(sup)) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
-        pids = [proc.pid] + [c.pid for c in sup.children()]
+        pids = [proc.pid] + [c.pid for c in sup.children()]  # the fork server's too
         time.sleep(1.5)
         early = _rss(pids)
         time.sleep(2.5)
@@ -402,7 +402,7 @@ params = {{ every = 10, keep_seqs = false }}
     try:
         sup = psutil.Process(proc.pid)
         deadline = time.monotonic() + 30
-        while len(sup.children()) < 4 and time.monotonic() < deadline:
+        while len(agents_of(sup)) < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1.0)
         res = hftd("pause", "--config", cfg, timeout=30)

@@ -146,6 +146,53 @@ def test_metrics_pass_promtool_check(running):
     assert re.search(r'^hftd_order_rejects_total\{reason="MAX_POSITION"\}', text, re.M)
 
 
+def test_metrics_text_is_prometheus_clients_byte_for_byte(running):
+    """hftd.exporter writes the text format itself (prometheus_client's imports cost the
+    supervisor ~8 MiB): the same families rendered by prometheus_client are the same bytes."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from hftd.exporter import HftdCollector, render
+    from hftd.monitor import InstanceView
+
+    view = InstanceView.attach(running.instance, os.path.join(os.path.dirname(running.cfg),
+                                                              "run"))
+    try:
+        families = list(HftdCollector(view).collect())  # one snapshot for both
+    finally:
+        view.close()
+
+    class Snapshot:
+        def collect(self):
+            return iter(families)
+
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(Snapshot())
+    ours = render(Snapshot())
+    assert b"hftd_tick_to_trade_seconds_bucket{le=" in ours
+    assert ours == generate_latest(reg)
+
+
+def test_the_metrics_endpoint_answers_head_and_refuses_other_requests(running):
+    url = urllib.parse.urlparse(running.metrics_url)
+
+    def ask(raw: bytes) -> bytes:
+        with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+            s.sendall(raw)
+            out = b""
+            while chunk := s.recv(65536):
+                out += chunk
+        return out
+
+    head = ask(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 200 OK\r\n") and head.endswith(b"\r\n\r\n")
+    assert b"Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n" in head
+    assert ask(b"POST /metrics HTTP/1.1\r\n\r\n").startswith(b"HTTP/1.0 405 ")
+    assert ask(b"\x00\xff garbage\r\n\r\n").startswith(b"HTTP/1.0 400 ")
+    with socket.create_connection((url.hostname, url.port), timeout=10):
+        pass  # a client that says nothing and leaves
+    assert running.metrics().startswith("# HELP hftd_info ")
+
+
 def test_every_metric_of_the_grafana_dashboard_exists(running):
     dash = json.load(open(os.path.join(ROOT, "configs", "grafana", "hftd.json")))
     exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]

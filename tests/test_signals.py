@@ -35,6 +35,18 @@ class Slow(Strategy):
         time.sleep(self.sleep)
 
 
+class SlowStart(Strategy):
+    """Takes params['start_s'] to construct: its agent is not up until then."""
+
+    def __init__(self, api, params):
+        super().__init__(api, params)
+        time.sleep(self.params.get("start_s", 1.0))
+
+
+SLOW_START = ('[[strategies]]\nname = "sample"\nclass = "tests.test_signals:SlowStart"\n'
+              'params = { start_s = 1.0 }\n')
+
+
 class Churn(Strategy):
     """One order at a time per instrument: buys up to a position of params['target'] lots,
     then sells one, and so on (never beyond `target`, so never rejected by a max_position of
@@ -170,12 +182,34 @@ def assert_no_traceback(err: str) -> None:
 
 
 # --- 1. agents never outlive the supervisor ---------------------------------------------------
+def _n_fork_servers(children) -> int:
+    n = 0
+    for c in children:
+        try:
+            n += "fork-server" in c.cmdline()
+        except psutil.Error:
+            pass
+    return n
+
+
+def _n_agents(children) -> int:
+    """How many of the supervisor's `children` are agents (the others: its fork server)."""
+    n = 0
+    for c in children:
+        try:
+            n += "agent" in c.cmdline()
+        except psutil.Error:
+            pass
+    return n
+
+
 def _crash_then_restart(h: Hftd, instance: str, children=None) -> dict:
     """kill -9 the supervisor (`children`: its child processes just before); 1 s later no
     process of the instance may be left, and the next run of the instance must start
     cleanly, remove the crash's debris, and exit 0."""
     if children is None:
         children = h.sup.children()
+    agents = _n_agents(children)
     h.proc.kill()
     h.wait(10)  # reap the supervisor itself (the test is its parent)
     time.sleep(1.0)
@@ -197,21 +231,24 @@ def _crash_then_restart(h: Hftd, instance: str, children=None) -> dict:
         assert f"removed {len(debris)} stale shared-memory objects of a crashed earlier run" \
                in res.stderr, res.stderr
     assert shm.leftovers(instance) == []
-    return {"children_before": len(children), "live_after": len(live),
+    return {"children_before": len(children), "agents_before": agents,
+            "live_after": len(live),
             "zombies_after": len(zombies), "debris": len(debris)}
 
 
 @pytest.mark.parametrize("when", [1, 2, 4], ids=["1st-child", "2nd-child", "4th-child"])
 def test_kill_9_supervisor_during_start_up_leaves_no_agent(instance, tmp_path, when):
-    """The supervisor dies while it spawns its agents: right after its `when`-th child is
-    forked (perhaps not yet exec'd: the lifeline's parent check catches that one)."""
-    h = Hftd(instance, tmp_path)
+    """The supervisor dies while it spawns its agents: right after its `when`-th agent is
+    forked (perhaps not yet reparented or exec'd: the lifeline's parent check catches that
+    one). An agent forked by the fork server is up within milliseconds: the strategy takes
+    a second to construct, so the pipeline is not up when the 4th agent is there."""
+    h = Hftd(instance, tmp_path, toml=SLOW_START)
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
                 children = h.sup.children()
-                if len(children) >= when:
+                if len(children) - _n_fork_servers(children) >= when:
                     break
             except psutil.NoSuchProcess:
                 pass
@@ -231,7 +268,7 @@ def test_kill_9_supervisor_while_running_leaves_no_agent(instance, tmp_path):
         time.sleep(0.3)
         got = _crash_then_restart(h, instance)
         print(f"kill -9: {got}")
-        assert got["children_before"] == 4 and got["debris"] > 0
+        assert got["agents_before"] == 4 and got["debris"] > 0
     finally:
         h.close()
 
@@ -248,7 +285,7 @@ def test_kill_9_supervisor_with_a_full_ring_leaves_no_agent(instance, tmp_path):
             assert time.monotonic() < deadline, f"ticks.in never filled: {occ:.0%}"
         got = _crash_then_restart(h, instance)
         print(f"kill -9: {got}")
-        assert got["children_before"] == 4 and got["debris"] > 0
+        assert got["agents_before"] == 4 and got["debris"] > 0
     finally:
         h.close()
 

@@ -6,7 +6,9 @@ import os
 import socket
 import subprocess
 
-from conftest import HFTD
+import psutil
+
+from conftest import HFTD, agents_of, start_hftd, stop, wait_running
 
 
 def test_the_supervisor_speaks_the_notify_protocol(instance, tmp_path):
@@ -42,3 +44,27 @@ def test_the_supervisor_speaks_the_notify_protocol(instance, tmp_path):
     assert any(line.startswith("STATUS=ticks/s") for line in lines)
     assert "WATCHDOG=1" in lines[ready:]
     assert lines[-1] == "STOPPING=1"
+
+
+def test_agents_and_the_fork_server_do_not_have_the_notify_variables(instance, tmp_path,
+                                                                     monkeypatch):
+    """The notify protocol is the supervisor's alone: its forked processes drop systemd's
+    variables from their environment, and from the block /proc/PID/environ shows."""
+    private = {"NOTIFY_SOCKET": str(tmp_path / "nobody.sock"), "WATCHDOG_USEC": "60000000",
+               "WATCHDOG_PID": "1", "LISTEN_FDS": "0", "LISTEN_PID": "1"}
+    for k, v in private.items():
+        monkeypatch.setenv(k, v)
+    proc = start_hftd(instance, tmp_path, toml='[metrics]\nlisten = ""\n')
+    try:
+        wait_running(instance)
+        sup = psutil.Process(proc.pid)
+        kids = sup.children()
+        assert len(agents_of(sup)) == 4 and len(kids) >= 4
+        assert set(private) <= set(sup.environ())
+        for k in kids:
+            env = k.environ()
+            assert not set(private) & set(env), (k.cmdline(), env)
+            assert env.get("PATH") == os.environ["PATH"]  # the rest is intact
+    finally:
+        rc, _, err = stop(proc)
+    assert rc == 0, err

@@ -130,3 +130,30 @@ def test_a_log_with_something_past_its_end_is_refused_at_once(tmp_path):
         f.write(os.urandom(128))
     with pytest.raises(StateError, match=f"record {n + 3}, after the log's end"):
         check_log(str(path))
+
+
+def test_a_record_a_kill_cut_short_is_not_read_and_is_written_over(tmp_path):
+    """Found by the chaos test: an executor killed inside a record (its sequence number,
+    written last, still 0) left a log every later start refused as corrupt."""
+    path = tmp_path / "venue.log"
+    n = _log(path)
+    raw = np.memmap(path, np.int64, "r+").reshape(-1, RECORD_WORDS)
+    raw[n, 1:5] = (1, 0, 7, 3)  # an N record: type, owner, cid, instrument; then the kill
+    raw.flush()
+    del raw
+    assert check_log(str(path)) == n and read_log(str(path)).last_seq == n
+    v = LoggedSimVenue(str(path), last_seq=n)
+    v.cancel(0, 1, 0)  # a C record (2 fields) where the cut N record (8 fields) was
+    v.close()
+    assert check_log(str(path)) == n + 1
+    assert list(records(str(path)))[-1] == (n + 1, "C", 0, 1)
+    raw = np.fromfile(path, np.int64).reshape(-1, RECORD_WORDS)
+    assert (raw[n, 4:] == 0).all()  # nothing of the cut record is left
+    # more than that past the end is still refused
+    with open(path, "r+b") as f:
+        f.seek((n + 1) * RECORD_WORDS * 8 + 8)
+        f.write((1).to_bytes(8, "little"))
+        f.seek((n + 2) * RECORD_WORDS * 8 + 8)
+        f.write((1).to_bytes(8, "little"))
+    with pytest.raises(StateError, match="after the log's end"):
+        check_log(str(path))

@@ -127,7 +127,9 @@ def _open(path: str):
         os.close(fd)
     rec = np.frombuffer(mm, dtype=np.int64).reshape(-1, RECORD_WORDS)
     n = _used(rec)
-    if rec[n:].any():  # the venue extends its log with zeros: anything else is not its own
+    # the venue extends its log with zeros: anything else is not its own, but the record a
+    # kill cut short (its sequence number is written last): not written, and written over
+    if rec[n:].any() and not _cut_short(rec, n):
         k = n + int(np.flatnonzero(rec[n:].any(axis=1))[0])
         del rec
         mm.close()
@@ -175,6 +177,15 @@ def records(path: str):
     for row in rows:
         t = row[1]
         yield (row[0], _LETTER[t], *row[2:2 + _FIELDS[t]])
+
+
+def _cut_short(rec, n: int) -> bool:
+    """Whether record n (the first with no sequence number) is one a kill cut short: a
+    known type, only its own fields, and nothing after it."""
+    if n >= len(rec) or rec[n + 1:].any():
+        return False
+    t = int(rec[n, 1])
+    return N <= t <= E and not rec[n, 2 + _FIELDS[t]:].any()
 
 
 def _used(rec) -> int:
@@ -262,6 +273,8 @@ class LoggedSimVenue(SimVenue):
         self._map(last_seq // CHUNK)
         self._slot = last_seq % CHUNK
         self._next = last_seq + 1
+        b = self._slot * RECORD_WORDS  # a record a kill cut short there: gone (see _open)
+        self._q[b: b + RECORD_WORDS] = memoryview(bytes(RECORD_BYTES)).cast("q")
         self._answers: deque = deque()
 
     def _map(self, chunk: int) -> None:
