@@ -43,6 +43,30 @@ def test_baseline_runs_and_accounts_for_every_tick(module, rate, ticks, tmp_path
     assert 0 < r["t_first_ns"] <= r["t_last_ns"]  # the active window the harness measures in
 
 
+def test_batched_zeromq_and_the_ceiling_run_the_same_stream(tmp_path):
+    """Same ticks, same strategy code, whole batches: both hand every tick to the strategy
+    (their orders may differ: the pipeline's fills come back later, the ceiling's at once)."""
+    pytest.importorskip("zmq", reason="pyzmq is a bench extra: pip install -e '.[bench]'")
+    a = _run("zmq_batched", 0, 5000, tmp_path)
+    b = _run("ceiling", 0, 5000, tmp_path)
+    assert a["delivered"] == b["delivered"] == 5000
+    assert a["orders"] > 0 and b["orders"] > 0
+
+
+def test_ceiling_runs_the_strategy_on_every_tick(tmp_path):
+    r = _run("ceiling", 0, 3000, tmp_path)
+    assert r["sent"] == r["delivered"] == 3000 and r["lost"] == 0
+    assert r["orders"] > 0 and r["reports"] == r["orders"]
+    assert r["t2t_us"]["count"] == 0  # no trade path in one process: no tick-to-trade
+
+
+def test_ceiling_refuses_a_paced_run(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "bench.baselines.ceiling", "--rate", "1000",
+                          "--ticks", "100", "--out", str(tmp_path / "r.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode != 0 and "unpaced only" in res.stderr
+
+
 def test_hftd_bench_path_renders_a_report(tmp_path):
     from bench.run import _from_hftd_report, run_design
 
