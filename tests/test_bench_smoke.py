@@ -67,10 +67,56 @@ def test_ceiling_refuses_a_paced_run(tmp_path):
     assert res.returncode != 0 and "unpaced only" in res.stderr
 
 
+def test_zero_loss_search_brackets_and_reports_the_delivered_rate():
+    from bench.run import TOLERANCE, search_zero_loss
+
+    capacity = 123_456.0
+    probes = []
+
+    def probe(rate):  # a design that loses above its capacity and delivers 2 % below offered
+        probes.append(rate)
+        return {"lost": 0 if rate <= capacity else 7, "throughput": rate * 0.98,
+                "delivered": 1000, "rate": rate}
+
+    for guess in (1_000.0, 5_000_000.0, capacity):
+        probes.clear()
+        best, tried = search_zero_loss(probe, guess)
+        ok = [r for r, lost, _ in tried if lost == 0]
+        lossy = [r for r, lost, _ in tried if lost]
+        assert ok and lossy and min(lossy) <= max(ok) * TOLERANCE * (1 + 1e-9)
+        assert max(ok) <= capacity < min(lossy)
+        assert best["throughput"] == max(ok) * 0.98  # the delivered rate, not the offered one
+        assert len(tried) == len(probes) <= 12
+
+
+def test_zero_loss_search_gives_up_below_the_floor():
+    from bench.run import search_zero_loss
+
+    best, tried = search_zero_loss(lambda rate: {"lost": 1, "throughput": rate,
+                                                 "delivered": 1}, 1_000.0, floor=100.0)
+    assert best is None and tried and min(r for r, _, _ in tried) >= 100.0
+
+
+def test_cores_are_cpu_seconds_per_second_inside_the_window():
+    from bench.harness import Tree
+
+    t = Tree.__new__(Tree)
+    s = 1_000_000_000
+    # the tree's CPU seconds: 0.5 core for 2 s, then 1.5 cores for 2 s
+    t.samples = [(0, 0.0), (2 * s, 1.0), (4 * s, 4.0)]
+    assert t.cores(0, 2 * s) == pytest.approx(0.5)
+    assert t.cores(2 * s, 4 * s) == pytest.approx(1.5)
+    assert t.cores(1 * s, 3 * s) == pytest.approx(1.0)  # interpolated at both ends
+    assert t.cores(3 * s, 5 * s) == pytest.approx(1.5)  # cut to the sampled span
+    assert t.cores(3 * s, 9 * s) is None  # less than half of the window sampled
+
+
 def test_hftd_bench_path_renders_a_report(tmp_path):
-    from bench.run import _from_hftd_report, run_design
+    from bench.run import run_design
 
     r = run_design("hftd", 5000, 1000, str(tmp_path))
     assert "error" not in r, r
     assert r["sent"] == r["delivered"] == 1000 and r["lost"] == 0
-    assert r["t2t_us"]["count"] > 0 and r["cpu_s"] > 0 and r["peak_mem_bytes"] > 0
+    assert r["t2t_us"]["count"] > 0 and r["cpu_s"] > 0
+    assert r["pss_bytes"] > 0 and 0 < r["uss_bytes"] <= r["pss_bytes"] <= r["rss_bytes"]
+    assert 0 < r["t_first_ns"] < r["t_last_ns"]
