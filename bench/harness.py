@@ -13,6 +13,9 @@
   process) and RSS (every mapped page in every process: double counts shared ones); the peak
   of each sum. From /proc/<pid>/smaps_rollup (psutil's memory_full_info). For hftd, also its
   shared memory objects in /dev/shm (`shm_bytes`, pages in use), mapped or not.
+- The rest of the machine: its busy CPU time (/proc/stat), sampled with the tree's, so
+  `background(window)` is the cores the machine spent on anything but the design in that
+  window (other users' work, the harness itself): on a shared machine, how disturbed a run was.
 - Wall time from start to exit.
 
 Sampling costs the harness ~1-2 % of a core, the same for every design."""
@@ -46,6 +49,17 @@ def _shm_bytes(instance: str | None) -> int:
     return total
 
 
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (all CPUs)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / _CLK_TCK
+
+
 def _label(p: psutil.Process, root: bool, n_seen: int) -> str:
     """hftd's processes by role ('agent strategy', 'supervisor'); others 'main' (the
     command run) and 'child 1', 'child 2', ... in the order they were first seen (pid order
@@ -71,6 +85,7 @@ class Tree:
         self.cpu: dict[int, float] = {}  # pid -> its last CPU seconds seen
         self.labels: dict[int, str] = {}
         self.samples: list[tuple[int, float]] = []  # (monotonic ns, the tree's CPU s)
+        self.machine: list[tuple[int, float]] = []  # (monotonic ns, the machine's busy s)
         self.per_proc: list[tuple[int, dict[int, float]]] = []
         self.peak = {"pss": 0, "uss": 0, "rss": 0}
 
@@ -98,6 +113,7 @@ class Tree:
             except psutil.Error:
                 pass
         self.samples.append((t, sum(self.cpu.values())))
+        self.machine.append((t, _machine_busy_s()))
         self.per_proc.append((t, dict(self.cpu)))
         if memory:
             tot = {"pss": 0, "uss": 0, "rss": 0}
@@ -113,11 +129,13 @@ class Tree:
 
     def _clip(self, t0_ns: int, t1_ns: int) -> tuple[int, int] | None:
         """The window cut to the sampled span (a run may end less than one sampling interval
-        after its last tick), or None if less than half of it is left."""
+        after its last tick), or None if less than half of it is left or fewer than 3 samples
+        fall in it (a window shorter than ~2 sampling intervals: too short to measure)."""
         if len(self.samples) < 2 or t1_ns <= t0_ns:
             return None
         a, b = max(t0_ns, self.samples[0][0]), min(t1_ns, self.samples[-1][0])
-        return (a, b) if b - a >= (t1_ns - t0_ns) / 2 else None
+        inside = sum(1 for t, _ in self.samples if a <= t <= b)
+        return (a, b) if b - a >= (t1_ns - t0_ns) / 2 and inside >= 3 else None
 
     def cores(self, t0_ns: int, t1_ns: int) -> float | None:
         """The tree's CPU seconds per second between t0 and t1 (None if the samples do not
@@ -127,6 +145,16 @@ class Tree:
             return None
         t0_ns, t1_ns = w
         return (_at(self.samples, t1_ns) - _at(self.samples, t0_ns)) / ((t1_ns - t0_ns) / 1e9)
+
+    def background(self, t0_ns: int, t1_ns: int) -> float | None:
+        """Cores the machine spent on other things than the tree between t0 and t1."""
+        w = self._clip(t0_ns, t1_ns)
+        mine = self.cores(t0_ns, t1_ns)
+        if w is None or mine is None:
+            return None
+        t0_ns, t1_ns = w
+        busy = (_at(self.machine, t1_ns) - _at(self.machine, t0_ns)) / ((t1_ns - t0_ns) / 1e9)
+        return max(busy - mine, 0.0)
 
     def cores_by_process(self, t0_ns: int, t1_ns: int) -> dict[str, float]:
         w = self._clip(t0_ns, t1_ns)

@@ -5,7 +5,7 @@
 Every design runs as its own process tree, measured from outside by `harness.measure`, on
 the same tick stream and strategy (`common`). Two phases:
 
-1. **Throughput, in interleaved rounds** (3; the design order rotated from round to round,
+1. **Throughput, in interleaved rounds** (5; the design order rotated from round to round,
    the ceiling measured among them). In each round every design gets the same capacity
    measurement: one unpaced run; if it loses no tick, its delivered rate is the design's
    zero-loss capacity (a design with backpressure blocks instead of losing); if it loses,
@@ -19,6 +19,9 @@ the same tick stream and strategy (`common`). Two phases:
    rotated order): tick-to-trade percentiles, ticks lost, cores used (CPU seconds per wall
    second of the tree inside the run's active window), memory as the peak PSS sum of the
    tree (and USS, RSS sums).
+
+Every run also records the cores the rest of the machine used meanwhile (`background_cores`):
+the machine is shared, and a figure taken while something else ran is shown as such.
 
 Then the one-hop table (`micro_ring`), and an analysis written from this run's figures.
 """
@@ -43,7 +46,8 @@ from .harness import PY, ROOT, measure
 
 RATES = (100, 1_000, 10_000, 100_000)
 MICRO_RATES = (1_000, 10_000, 100_000)
-ROUNDS = 3
+ROUNDS = 5  # full; quick: QUICK_ROUNDS
+QUICK_ROUNDS = 3
 TOLERANCE = 1.05  # the zero-loss search stops when the lossy and lossless rates are this close
 MIN_STEP_TICKS = 2_000
 
@@ -102,6 +106,7 @@ def run_design(design: str, rate: float, ticks: int, tmp: str) -> dict:
                                   "shm_bytes")})
     t0, t1 = res.get("t_first_ns", 0), res.get("t_last_ns", 0)
     res["cores"] = m["tree"].cores(t0, t1) if t0 and t1 else None
+    res["background_cores"] = m["tree"].background(t0, t1) if t0 and t1 else None
     byp = m["tree"].cores_by_process(t0, t1) if t0 and t1 else {}
     if design in FORKED_STAGES:  # their children are the stages, started in this order
         byp = {(STAGE_ROLES[int(k.split()[1]) - 1] if k.startswith("child ") and
@@ -284,7 +289,7 @@ def tables(res: dict) -> str:
         for name in cols:
             try:
                 vals.append(get(name) if name in designs else None)
-            except (KeyError, TypeError, ZeroDivisionError):
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
                 vals.append(None)
         rows.append((label, vals, fmt))
 
@@ -319,6 +324,9 @@ def tables(res: dict) -> str:
     if 100_000 in rates:
         row("memory @ 100,000/s: PSS sum (MiB)",
             lambda n: _mib(d[n]["rate_100000"]["pss_bytes"]), "{:,.0f}")
+    row("other load on the machine during the fixed-rate runs (cores, most in a run)",
+        lambda n: max(v for r in rates if (v := d[n][f"rate_{r}"].get("background_cores"))
+                      is not None), "{:.2f}")
     out = head + "\n".join(f"| {lab} | " + " | ".join(_f(v, fmt) for v in vals) + " |"
                            for lab, vals, fmt in rows)
 
@@ -359,6 +367,11 @@ def tables(res: dict) -> str:
         for c, fr in zip(rf[name]["caps"], rf[name]["fracs"]):
             cells.append("—" if c is None else f"{c:,.0f} ({100 * fr:.0f} %)" if fr else f"{c:,.0f}")
         out += f"| {name} | " + " | ".join(cells) + " |\n"
+    bg = [[(rd.get(n) or {}).get("unpaced", {}).get("background_cores") for n in ROUND_DESIGNS]
+          for rd in res["rounds"]]
+    out += ("| (other load on the machine, cores: median / most in the round's unpaced runs) | "
+            + " | ".join(f"{_f(_med(b), '{:.2f}')} / {_f(max([x for x in b if x is not None], default=None), '{:.2f}')}"
+                         for b in bg) + " |\n")
     out += "| (order) | " + " | ".join(", ".join(str(ROUND_DESIGNS.index(n) + 1) for n in
                                                rd.get("order", [])) for rd in res["rounds"]) + " |\n"
     out += ("\n(Order: designs numbered as in the columns above, " +
@@ -501,6 +514,16 @@ def analysis(res: dict) -> str:
     for lab, v, ok, fmt in targets:
         lines.append(f"| {lab} | {'—' if v is None else fmt(v)} | "
                      f"{'—' if v is None else ('yes' if ok(v) else 'no')} |")
+    bg = [x for rd in res["rounds"] for n in ROUND_DESIGNS
+          if (x := _get(rd, n, "unpaced", "background_cores")) is not None]
+    bg += [x for n in DESIGNS for r in _rates(res)
+           if (x := _get(d, n, f"rate_{r}", "background_cores")) is not None]
+    if bg:
+        lines.insert(1, f"- **Other load on the machine** during the measured runs (cores used by "
+                        f"anything but the design, the harness included): median {_med(bg):.2f}, "
+                        f"most {max(bg):.2f} of {res['machine']['cpus']}. A run that shared the "
+                        "machine with other work is slower, and its ratios to runs that did not "
+                        "are off: the rounds table gives each round's load.")
     lines.append(
         "\nThis machine is shared and noisy (figures vary by tens of % from run to run): compare "
         "designs within a round, and quote medians. bench/ANALYSIS.md holds the profiles and "
@@ -589,7 +612,8 @@ def main() -> int:
         return 0
     mode = "quick" if args.quick else "full"
     # quick: fewer ticks, shorter steps, the hftd variants left out, no 100/s and 1k/s runs
-    seconds = 1.0 if args.quick else 8.0  # per fixed-rate run
+    rounds = QUICK_ROUNDS if args.quick else ROUNDS
+    seconds = 1.0 if args.quick else 6.0  # per fixed-rate run
     step_s = 0.5 if args.quick else 2.0  # per step of the zero-loss search
     unpaced_ticks = 100_000 if args.quick else 1_000_000
     rates = (10_000, 100_000) if args.quick else RATES
@@ -602,7 +626,7 @@ def main() -> int:
         f" --designs '{args.designs}'" if args.designs else "")
     res = {"mode": mode, "date": datetime.datetime.now().isoformat(timespec="seconds"),
            "command": command, "machine": machine(), "rounds": [], "designs": {},
-           "settings": {"rounds": ROUNDS, "unpaced_ticks": unpaced_ticks, "seconds": seconds,
+           "settings": {"rounds": rounds, "unpaced_ticks": unpaced_ticks, "seconds": seconds,
                         "search_step_s": step_s, "tolerance": TOLERANCE, "rates": list(rates)}}
     print(f"# hftd benchmark ({mode}) on {res['machine']['cpus']} CPUs: "
           f"{res['machine']['cpu_model']}", flush=True)
@@ -611,13 +635,14 @@ def main() -> int:
         print("one hop ...", flush=True)
         res["micro"] = micro_ring.run(args.quick)
         in_rounds = [n for n in ROUND_DESIGNS if n in designs]
-        for k in range(ROUNDS):
-            order = _rot(in_rounds, k, ROUNDS)
+        for k in range(rounds):
+            order = _rot(in_rounds, k, rounds)
             rd = {"order": order}
             for name in order:
                 prev = [r[name] for r in res["rounds"] if (r.get(name) or {}).get("best")]
                 guess = prev[-1]["best"]["rate"] if prev and prev[-1]["how"] == "paced" else None
-                print(f"round {k + 1}: {name}: unpaced {unpaced_ticks:,} ticks ...", flush=True)
+                print(f"[{time.monotonic() - t_start:5.0f} s] round {k + 1}: {name}: unpaced "
+                      f"{unpaced_ticks:,} ticks ...", flush=True)
                 rd[name] = capacity(name, unpaced_ticks, step_s, tmp, guess,
                                     factor=1.1 if guess else 2.0)
                 print(f"    {_f(rd[name]['throughput'], '{:,.0f}')} ticks/s ({rd[name]['how']})",
@@ -628,7 +653,8 @@ def main() -> int:
             res["designs"][name] = {}
         for j, rate in enumerate(rates):
             for name in _rot(paced, j, len(rates)):
-                print(f"{name}: {rate:,} ticks/s for {seconds:g} s ...", flush=True)
+                print(f"[{time.monotonic() - t_start:5.0f} s] {name}: {rate:,} ticks/s for "
+                      f"{seconds:g} s ...", flush=True)
                 res["designs"][name][f"rate_{rate}"] = run_design(name, rate,
                                                                   max(int(rate * seconds), 100), tmp)
     res["elapsed_s"] = round(time.monotonic() - t_start, 1)

@@ -103,12 +103,19 @@ def test_cores_are_cpu_seconds_per_second_inside_the_window():
     t = Tree.__new__(Tree)
     s = 1_000_000_000
     # the tree's CPU seconds: 0.5 core for 2 s, then 1.5 cores for 2 s
-    t.samples = [(0, 0.0), (2 * s, 1.0), (4 * s, 4.0)]
-    assert t.cores(0, 2 * s) == pytest.approx(0.5)
-    assert t.cores(2 * s, 4 * s) == pytest.approx(1.5)
-    assert t.cores(1 * s, 3 * s) == pytest.approx(1.0)  # interpolated at both ends
-    assert t.cores(3 * s, 5 * s) == pytest.approx(1.5)  # cut to the sampled span
-    assert t.cores(3 * s, 9 * s) is None  # less than half of the window sampled
+    t.samples = [(k * s, 0.5 * k) for k in range(5)] + [(k * s, 2 + 1.5 * (k - 4))
+                                                        for k in range(5, 9)]
+    assert t.cores(0, 4 * s) == pytest.approx(0.5)
+    assert t.cores(4 * s, 8 * s) == pytest.approx(1.5)
+    assert t.cores(2.5 * s, 5.5 * s) == pytest.approx(1.0)  # interpolated at both ends
+    assert t.cores(6 * s, 9 * s) == pytest.approx(1.5)  # cut to the sampled span
+    assert t.cores(6 * s, 16 * s) is None  # less than half of the window sampled
+    assert t.cores(1 * s, 2.5 * s) is None  # too short: 2 samples in it
+    # the machine was busy 1 core in the first 4 s, 2 cores after: the rest is someone else's
+    t.machine = [(k * s, 100.0 + k) for k in range(5)] + [(k * s, 104.0 + 2 * (k - 4))
+                                                         for k in range(5, 9)]
+    assert t.background(0, 4 * s) == pytest.approx(0.5)
+    assert t.background(4 * s, 8 * s) == pytest.approx(0.5)
 
 
 def test_hftd_bench_path_renders_a_report(tmp_path):
