@@ -78,23 +78,53 @@ def test_zero_loss_search_brackets_and_reports_the_delivered_rate():
         return {"lost": 0 if rate <= capacity else 7, "throughput": rate * 0.98,
                 "delivered": 1000, "rate": rate}
 
-    for guess in (1_000.0, 5_000_000.0, capacity):
+    for guess in (10_000.0, 1_000_000.0, capacity):  # 12x below, 8x above, on the spot
         probes.clear()
-        best, tried = search_zero_loss(probe, guess)
+        best, tried, converged = search_zero_loss(probe, guess)
+        assert converged
         ok = [r for r, lost, _ in tried if lost == 0]
         lossy = [r for r, lost, _ in tried if lost]
         assert ok and lossy and min(lossy) <= max(ok) * TOLERANCE * (1 + 1e-9)
         assert max(ok) <= capacity < min(lossy)
         assert best["throughput"] == max(ok) * 0.98  # the delivered rate, not the offered one
-        assert len(tried) == len(probes) <= 12
+        assert len(tried) == len(probes) <= 10
 
 
 def test_zero_loss_search_gives_up_below_the_floor():
     from bench.run import search_zero_loss
 
-    best, tried = search_zero_loss(lambda rate: {"lost": 1, "throughput": rate,
-                                                 "delivered": 1}, 1_000.0, floor=100.0)
-    assert best is None and tried and min(r for r, _, _ in tried) >= 100.0
+    best, tried, converged = search_zero_loss(lambda rate: {"lost": 1, "throughput": rate,
+                                                            "delivered": 1}, 1_000.0, floor=100.0)
+    assert best is None and not converged and tried and min(r for r, _, _ in tried) >= 100.0
+
+
+def test_zero_loss_search_says_when_it_ran_out_of_runs():
+    from bench.run import search_zero_loss
+
+    best, tried, converged = search_zero_loss(
+        lambda rate: {"lost": 0 if rate <= 123_456 else 1, "throughput": rate, "delivered": 1},
+        100.0, max_runs=6)
+    assert not converged and len(tried) == 6 and best["throughput"] == max(
+        r for r, lost, _ in tried if lost == 0)
+
+
+def test_a_disturbed_run_is_repeated_and_the_least_disturbed_kept():
+    from bench.run import Budget, undisturbed
+
+    loads = iter([0.9, 0.5, 0.7])
+    runs = []
+
+    def run():
+        runs.append(1)
+        return {"background_cores": next(loads), "throughput": len(runs)}
+
+    r = undisturbed(run, Budget(100.0))
+    assert len(runs) == 3 and r["background_cores"] == 0.5 and r["attempts"] == [0.9, 0.5, 0.7]
+    runs.clear()
+    r = undisturbed(lambda: {"background_cores": 0.05}, Budget(100.0))  # quiet: once
+    assert r["attempts"] == [0.05]
+    r = undisturbed(lambda: {"background_cores": 0.9}, Budget(0.0))  # no time left: once
+    assert r["attempts"] == [0.9]
 
 
 def test_cores_are_cpu_seconds_per_second_inside_the_window():
