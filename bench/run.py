@@ -7,7 +7,8 @@ the same tick stream and strategy (`common`). Two phases:
 
 1. **Throughput, in interleaved rounds** (5; the design order rotated from round to round,
    the ceiling measured among them). In each round every design gets the same capacity
-   measurement: one unpaced run; if it loses no tick, its delivered rate is the design's
+   measurement: one unpaced run (1M ticks; from round 2 on, a slow design's is cut to about
+   4 s of its first-round capacity); if it loses no tick, its delivered rate is the design's
    zero-loss capacity (a design with backpressure blocks instead of losing); if it loses,
    the capacity is the highest paced rate that loses nothing, found by bisection to within
    5 % (`search_zero_loss`), and the figure is that run's delivered rate, not the rate
@@ -53,6 +54,7 @@ ROUNDS = 5  # full; quick: QUICK_ROUNDS
 QUICK_ROUNDS = 3
 TOLERANCE = 1.05  # the zero-loss search stops when the lossy and lossless rates are this close
 MIN_STEP_TICKS = 2_000
+UNPACED_S = 4.0  # after round 1, unpaced runs last about this long at most (>= 1/5 of the ticks)
 # A run during which the rest of the machine used more than this many cores is repeated (up to
 # twice, while the phase's allowance of time lasts) and the least disturbed attempt is kept.
 DISTURBED = 0.2
@@ -163,7 +165,8 @@ def search_zero_loss(probe, guess: float, factor: float = 2.0, tol: float = TOLE
                      max_runs: int = 10, floor: float = 100.0):
     """The highest paced rate at which `probe(rate)` (a run's result: lost, throughput)
     loses nothing, to within `tol`: from `guess`, step by `factor` up (while runs lose
-    nothing) or down (while they lose) until one run of each kind brackets it, then bisect
+    nothing) or down (while they lose), the step squared each time (a guess far off costs a
+    few runs, not one per `factor`), until one run of each kind brackets it, then bisect
     (geometrically) until the lossy rate is within `tol` of the lossless one. Returns (the
     lossless run with the highest delivered rate or None, [(rate, lost, throughput), ...],
     whether it got to within `tol` before `max_runs`)."""
@@ -188,16 +191,28 @@ def search_zero_loss(probe, guess: float, factor: float = 2.0, tol: float = TOLE
             rate = math.sqrt(lo * hi)
         elif lo is None:
             rate = hi / factor
+            factor *= factor
         else:
             rate = lo * factor
+            factor *= factor
     return best, tried, converged
 
 
 class Budget:
-    """Seconds that repeated runs may still take (a phase's allowance)."""
+    """Seconds that repeated runs may still take (a phase's allowance), and the monotonic
+    time after which none is repeated at all (the whole run's limit)."""
 
-    def __init__(self, seconds: float):
-        self.left = seconds
+    def __init__(self, seconds: float, until: float = math.inf):
+        self._left = seconds
+        self.until = until
+
+    @property
+    def left(self) -> float:
+        return self._left if time.monotonic() < self.until else 0.0
+
+    @left.setter
+    def left(self, v: float) -> None:
+        self._left = v
 
 
 def undisturbed(run, budget: Budget, tries: int = 3) -> dict:
@@ -652,6 +667,7 @@ def main() -> int:
     seconds = 1.0 if args.quick else 5.0  # per fixed-rate run
     # time the repeats of disturbed runs may take, per phase (rounds, fixed rates)
     retry_s = (0.0, 0.0) if args.quick else (60.0, 90.0)
+    no_retry_after_s = 660.0  # nor after this much of the run (make bench: <= 15 minutes)
     step_s = 0.4 if args.quick else 2.0  # per step of the zero-loss search
     unpaced_ticks = 100_000 if args.quick else 1_000_000
     rates = (10_000, 100_000) if args.quick else RATES
@@ -674,7 +690,7 @@ def main() -> int:
         print("one hop ...", flush=True)
         res["micro"] = micro_ring.run(args.quick)
         in_rounds = [n for n in ROUND_DESIGNS if n in designs]
-        budget = Budget(retry_s[0])
+        budget = Budget(retry_s[0], t_start + no_retry_after_s)
         for k in range(rounds):
             order = _rot(in_rounds, k, rounds)
             rd = {"order": order}
@@ -682,9 +698,13 @@ def main() -> int:
                 prev = [r[name] for r in res["rounds"] if (r.get(name) or {}).get("best")]
                 guess = (prev[-1]["best"]["rate"] if prev and prev[-1]["how"].startswith("paced")
                          else None)
+                # a slow design's unpaced run is cut to ~UNPACED_S of its first round's capacity
+                first = (res["rounds"][0].get(name) or {}).get("throughput") if res["rounds"] else None
+                ticks = (unpaced_ticks if not first else
+                         min(unpaced_ticks, max(int(first * UNPACED_S), unpaced_ticks // 5)))
                 print(f"[{time.monotonic() - t_start:5.0f} s] round {k + 1}: {name}: unpaced "
-                      f"{unpaced_ticks:,} ticks ...", flush=True)
-                rd[name] = capacity(name, unpaced_ticks, step_s, tmp, guess,
+                      f"{ticks:,} ticks ...", flush=True)
+                rd[name] = capacity(name, ticks, step_s, tmp, guess,
                                     factor=1.1 if guess else 2.0, budget=budget)
                 print(f"    {_f(rd[name]['throughput'], '{:,.0f}')} ticks/s ({rd[name]['how']})",
                       flush=True)
@@ -692,7 +712,7 @@ def main() -> int:
         paced = [n for n in DESIGNS if n in designs]
         for name in DESIGNS:
             res["designs"][name] = {}
-        budget = Budget(retry_s[1])
+        budget = Budget(retry_s[1], t_start + no_retry_after_s)
         for j, rate in enumerate(rates):
             for name in _rot(paced, j, len(rates)):
                 print(f"[{time.monotonic() - t_start:5.0f} s] {name}: {rate:,} ticks/s for "
@@ -718,7 +738,9 @@ def write(res: dict, stem: str) -> None:
               + res.get("command", "python -m bench.run") + f"` ({res.get('elapsed_s', 0):.0f} s). "
               f"Plot: `{os.path.basename(stem)}.png`.\n\n"
               f"Throughput: {st.get('rounds')} interleaved rounds of {st.get('unpaced_ticks', 0):,} "
-              "ticks unpaced per design (designs that lose ticks: bisection over paced runs of "
+              f"ticks unpaced per design (after round 1 at most ~{UNPACED_S:g} s of the design's "
+              "first-round capacity, and at least a fifth of that; designs that lose ticks: "
+              "bisection over paced runs of "
               f"{st.get('search_step_s')} s to within {100 * (st.get('tolerance', 1) - 1):.0f} %). "
               f"Fixed rates: {st.get('seconds')} s each. Cores: CPU seconds per second of the "
               "design's processes in the run's active window (first tick taken from the feed to "
