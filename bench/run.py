@@ -304,6 +304,11 @@ def _rng(xs) -> tuple | None:
     return (min(xs), max(xs)) if xs else None
 
 
+def _disturbed(run: dict | None) -> bool:
+    """Whether the rest of the machine took more than DISTURBED cores during `run`."""
+    return bool(run) and (run.get("background_cores") or 0) > DISTURBED
+
+
 def _rates(res: dict) -> list:
     return list(res.get("settings", {}).get("rates", RATES))
 
@@ -333,13 +338,18 @@ def tables(res: dict) -> str:
     head = "| figure | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols) + "\n"
     rows = []
 
-    def row(label, get, fmt="{:,.1f}", designs=DESIGNS):
+    def row(label, get, fmt="{:,.1f}", designs=DESIGNS, rate=None):
+        """`rate`: the figure is of that fixed-rate run; it is marked † if the run was
+        disturbed (more than DISTURBED cores of other load)."""
         vals = []
         for name in cols:
             try:
-                vals.append(get(name) if name in designs else None)
+                v = get(name) if name in designs else None
             except (KeyError, TypeError, ValueError, ZeroDivisionError):
-                vals.append(None)
+                v = None
+            if v is not None and rate is not None and _disturbed(_get(d, name, f"rate_{rate}")):
+                v = (v, "†")
+            vals.append(v)
         rows.append((label, vals, fmt))
 
     row(f"zero-loss capacity, median of {n_rounds} rounds (ticks/s)",
@@ -360,12 +370,14 @@ def tables(res: dict) -> str:
         k = f"rate_{rate}"
         qs = ("p50", "p99") if rate == 100 else ("p50", "p99", "p99.9")
         for q in qs:
-            row(f"tick-to-trade {q} @ {rate:,}/s (µs)", lambda n, k=k, q=q: d[n][k]["t2t_us"][q])
-        row(f"ticks lost @ {rate:,}/s", lambda n, k=k: d[n][k]["lost"], "{:,}")
+            row(f"tick-to-trade {q} @ {rate:,}/s (µs)", lambda n, k=k, q=q: d[n][k]["t2t_us"][q],
+                rate=rate)
+        row(f"ticks lost @ {rate:,}/s", lambda n, k=k: d[n][k]["lost"], "{:,}", rate=rate)
     for rate in rates:
-        row(f"cores used @ {rate:,}/s", lambda n, r=rate: d[n][f"rate_{r}"]["cores"], "{:.2f}")
+        row(f"cores used @ {rate:,}/s", lambda n, r=rate: d[n][f"rate_{r}"]["cores"], "{:.2f}",
+            rate=rate)
     row("memory @ 10,000/s: PSS sum (MiB)", lambda n: _mib(d[n]["rate_10000"]["pss_bytes"]),
-        "{:,.0f}")
+        "{:,.0f}", rate=10_000)
     row("memory @ 10,000/s: USS sum (MiB)", lambda n: _mib(d[n]["rate_10000"]["uss_bytes"]),
         "{:,.0f}")
     row("memory @ 10,000/s: RSS sum (MiB, counts shared pages again in each process)",
@@ -378,8 +390,14 @@ def tables(res: dict) -> str:
     row("other load on the machine during the fixed-rate runs (cores, most in a kept run)",
         lambda n: max(v for r in rates if (v := d[n][f"rate_{r}"].get("background_cores"))
                       is not None), "{:.2f}")
-    out = head + "\n".join(f"| {lab} | " + " | ".join(_f(v, fmt) for v in vals) + " |"
+    def cell(v, fmt):
+        return _f(v[0], fmt) + " " + v[1] if isinstance(v, tuple) else _f(v, fmt)
+
+    out = head + "\n".join(f"| {lab} | " + " | ".join(cell(v, fmt) for v in vals) + " |"
                            for lab, vals, fmt in rows)
+    out += (f"\n\n† the run shared the machine with more than {DISTURBED} cores of other work "
+            "(every attempt did, or the time allowed for repeats was used up): read it as "
+            "disturbed.")
 
     # ratios: > 1 means hftd is better (more throughput, less latency/CPU/memory)
     base = list(BASELINES)
@@ -415,8 +433,10 @@ def tables(res: dict) -> str:
             + "---|" * n_rounds + "\n")
     for name in ROUND_DESIGNS:
         cells = []
-        for c, fr in zip(rf[name]["caps"], rf[name]["fracs"]):
-            cells.append("—" if c is None else f"{c:,.0f} ({100 * fr:.0f} %)" if fr else f"{c:,.0f}")
+        for rd, c, fr in zip(res["rounds"], rf[name]["caps"], rf[name]["fracs"]):
+            mark = " †" if _disturbed(_get(rd, name, "best")) else ""
+            cells.append("—" if c is None else f"{c:,.0f} ({100 * fr:.0f} %){mark}" if fr
+                         else f"{c:,.0f}{mark}")
         out += f"| {name} | " + " | ".join(cells) + " |\n"
     bg = [[(rd.get(n) or {}).get("unpaced", {}).get("background_cores") for n in ROUND_DESIGNS]
           for rd in res["rounds"]]
@@ -494,10 +514,11 @@ def analysis(res: dict) -> str:
     if lossy:
         parts = []
         for n in lossy:
-            lost = [_get(rd, n, "unpaced", "lost") for rd in res["rounds"]]
-            sent = [_get(rd, n, "unpaced", "sent") for rd in res["rounds"]]
-            parts.append(f"{n} lost {_f(_med(lost), '{:,.0f}')} of {_f(_med(sent), '{:,.0f}')} "
-                         f"ticks unpaced (median); its zero-loss capacity is "
+            share = [lost / sent for rd in res["rounds"]
+                     if (lost := _get(rd, n, "unpaced", "lost")) is not None
+                     and (sent := _get(rd, n, "unpaced", "sent"))]
+            parts.append(f"{n} lost {pct(_med(share))} of the ticks unpaced (median of the "
+                         f"rounds); its zero-loss capacity is "
                          f"{_f(_med(rf[n]['caps']), '{:,.0f}')} ticks/s")
         lines.append("- **The designs that drop ticks** were measured at the highest paced rate "
                      "that lost none (bisection to within 5 %, the delivered rate): "
@@ -506,8 +527,9 @@ def analysis(res: dict) -> str:
     def lat(n, rate=10_000):
         t = _get(d, n, f"rate_{rate}", "t2t_us") or {}
         c = _get(d, n, f"rate_{rate}", "cores")
+        mark = " (†)" if _disturbed(_get(d, n, f"rate_{rate}")) else ""
         return (f"{n} p50 {_f(t.get('p50'), '{:,.0f}')} µs, p99 {_f(t.get('p99'), '{:,.0f}')} µs"
-                f" at {_f(c, '{:.2f}')} cores")
+                f" at {_f(c, '{:.2f}')} cores{mark}")
 
     p50s = {n: _get(d, n, "rate_10000", "t2t_us", "p50") for n in DESIGNS}
     p50s = {n: v for n, v in p50s.items() if v is not None}
@@ -526,6 +548,14 @@ def analysis(res: dict) -> str:
                          + (("; at 100 ticks/s: " + ", ".join(f"{k} {v:.3f}" for k, v in
                                                                b100.items())) if b100 else "")
                          + ".")
+    ex_h = (_get(d, "hftd", "rate_10000", "cores_by_process") or {}).get("agent executor")
+    ex_z = (_get(d, STRONG, "rate_10000", "cores_by_process") or {}).get("executor")
+    if ex_h is not None and ex_z is not None:
+        lines.append(f"- **hftd's executor does more than the baselines'**: its simulated venue "
+                     "fills against the market's trades, so the dispatcher sends it every tick "
+                     "too, while the baselines' venue fills each order at once without market "
+                     f"data. At 10,000 ticks/s hftd's executor used {ex_h:.2f} cores, "
+                     f"{STRONG}'s {ex_z:.2f}.")
     cores100 = {n: _get(d, n, "rate_100", "cores") for n in DESIGNS}
     if any(v is not None for v in cores100.values()):
         lines.append("- **Cores used at 100 ticks/s** (nearly idle): " + "; ".join(
