@@ -282,8 +282,8 @@ def one_run(cls, n: int, rate: float) -> dict:
 
 
 def run(quick: bool) -> dict:
-    n_tput = 300_000 if quick else 2_000_000
-    dur = 1.0 if quick else 5.0
+    n_tput = 300_000 if quick else 1_000_000
+    dur = 1.0 if quick else 3.0
     rates = (1_000, 10_000, 100_000)
     out = {}
     for cls in TRANSPORTS:
