@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv bench bench-quick chaos install-systemd clean
+.PHONY: run test venv bench bench-quick chaos soak install-systemd clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench-quick: $(STAMP)  # a short version, <= 2 minutes
 
 chaos: $(STAMP)        # 200 SIGKILLs over every agent of a trading run, then its invariants (~5 minutes)
 	$(BIN)/python -m bench.chaos --kills 200 --rate 50000 --seed 1 --out bench/results/chaos.json $(CHAOS_ARGS)
+
+soak: $(STAMP)         # 10 minutes at 100k ticks/s: memory of every process and p99 per minute (~11 minutes)
+	$(BIN)/python -m bench.soak --minutes 10 --rate 100000 $(SOAK_ARGS)
 
 install-systemd:
 	install -m 0644 systemd/hftd@.service /etc/systemd/system/hftd@.service

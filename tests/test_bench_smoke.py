@@ -157,3 +157,22 @@ def test_hftd_bench_path_renders_a_report(tmp_path):
     assert r["t2t_us"]["count"] > 0 and r["cpu_s"] > 0
     assert r["pss_bytes"] > 0 and 0 < r["uss_bytes"] <= r["pss_bytes"] <= r["rss_bytes"]
     assert 0 < r["t_first_ns"] < r["t_last_ns"]
+
+
+def test_soak_takes_p99_per_minute_from_the_difference_of_two_histogram_copies():
+    """bench/soak.py's per-minute p99: only the samples recorded between the two copies."""
+    import numpy as np
+
+    from bench.soak import p99_between
+    from hftd.histogram import WORDS, Histogram
+
+    h = Histogram(np.zeros(WORDS, np.int64))
+    for _ in range(1000):
+        h.record(1_000_000)  # 1 ms, the first minute
+    a = h.snapshot().words.copy()
+    for _ in range(1000):
+        h.record(10_000)  # 10 us, the next
+    b = h.snapshot().words.copy()
+    assert 9.0 <= p99_between(a, b) <= 11.0  # the 1 ms samples are not in it
+    assert 900.0 <= p99_between(np.zeros_like(a), a) <= 1100.0
+    assert p99_between(b, b) != p99_between(b, b)  # nan: nothing between
