@@ -32,6 +32,18 @@ import psutil
 from hftd import shm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo ("?" if unknown): named beside every figure."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
 PY = sys.executable
 CPU_EVERY_S = 0.2
 MEM_EVERY_S = 0.5

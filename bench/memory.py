@@ -38,7 +38,8 @@ import psutil
 
 from hftd import shm
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from .harness import ROOT, cpu_model
+
 MiB = 2 ** 20
 BASELINES = ("asyncio_current", "asyncio_proposed")
 
@@ -199,7 +200,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     res = {"command": "python -m bench.memory " + " ".join(argv if argv is not None
                                                           else sys.argv[1:]),
-           "rate": a.rate, "settle_s": a.settle, "cpu": _cpu_model(), "cpus": os.cpu_count()}
+           "rate": a.rate, "settle_s": a.settle, "cpu": cpu_model(), "cpus": os.cpu_count()}
     runs: dict[str, list] = {"hftd": [], **{m: [] for m in (BASELINES if a.baselines else ())}}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(a.runs):
@@ -215,17 +216,6 @@ def main(argv=None) -> int:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=2)
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "?"
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import uuid
 from importlib import metadata
 
 from . import micro_ring
-from .harness import PY, ROOT, measure
+from .harness import PY, ROOT, cpu_model, measure
 
 RATES = (100, 1_000, 10_000, 100_000)
 MICRO_RATES = (1_000, 10_000, 100_000)
@@ -250,14 +250,7 @@ def capacity(design: str, ticks: int, step_s: float, tmp: str, guess: float | No
 
 
 def machine() -> dict:
-    model = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    model = cpu_model()
     pkgs = {}
     for p in ("hftd", "numpy", "msgspec", "posix_ipc", "pyzmq", "faster-fifo", "psutil"):
         try:

@@ -31,21 +31,12 @@ import psutil
 from hftd import histogram as hist_mod
 from hftd.monitor import InstanceView, NotRunning
 
-from .harness import PY, ROOT
+from .harness import PY, ROOT, cpu_model
+from .memory import _label
 
 MIB = 1 << 20
 GROWTH_LIMIT_MIB = 1.0
 P99_RATIO_LIMIT = 1.5
-
-
-def cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def p99_between(a: np.ndarray, b: np.ndarray) -> float:
@@ -58,19 +49,6 @@ def p99_between(a: np.ndarray, b: np.ndarray) -> float:
         return float("nan")
     i = int(np.searchsorted(cum, max(1, int(np.ceil(0.99 * total)))))
     return float(hist_mod._MID[i]) / 1000.0
-
-
-def label(p: psutil.Process, sup_pid: int) -> str:
-    if p.pid == sup_pid:
-        return "supervisor"
-    cmd = p.cmdline()
-    if "agent" in cmd:
-        i = cmd.index("agent")
-        role = cmd[i + 1] if i + 1 < len(cmd) else "?"
-        if role == "strategy" and "--name" in cmd:
-            role += "." + cmd[cmd.index("--name") + 1]
-        return role
-    return "fork-server" if any("fork" in c for c in cmd) else " ".join(cmd[1:3])
 
 
 def main() -> int:
@@ -114,7 +92,7 @@ def main() -> int:
             for p in [sup, *sup.children(recursive=True)]:
                 try:
                     m = p.memory_full_info()
-                    mem[label(p, sup.pid)] = (m.pss / MIB, m.rss / MIB)
+                    mem[_label(p, sup.pid, "supervisor")] = (m.pss / MIB, m.rss / MIB)
                 except psutil.Error:
                     pass
             snap = view.blocks["executor"].snapshot()

@@ -245,6 +245,20 @@ def account_of(api, creds: Credentials, configured: str) -> str:
     return accounts[0]
 
 
+def hand_over(q, item, wake) -> None:
+    """On unitrade's thread: `item` to the agent's deque `q` (one append: no lock), ringing
+    its doorbell `wake()` only when `q` was empty (a parked agent wakes; a busy one finds it)."""
+    q.append(item)
+    if len(q) == 1:
+        wake()
+
+
+def error_text(args) -> str:
+    """unitrade's on_error arguments as text: it passes (message) or (component, exception);
+    the component (anything with an on_error of its own) is left out."""
+    return " ".join(str(x) for x in args if not hasattr(x, "on_error"))
+
+
 def set_connection_callbacks(component, on_connected, on_disconnected, on_error) -> None:
     """unitrade's components spell the disconnect callback `on_disonnected` (and its tutorial
     `on_disconnected`): both are set."""

@@ -181,19 +181,13 @@ class PfcfFeed:
                                       self._on_error)
 
     def _on_trade(self, t) -> None:
-        q = self.inbox
-        if len(q) >= self.bound:
+        if len(self.inbox) >= self.bound:
             self.overflow_ticks += 1 + len(t.matchpricedata or ())
             return
-        q.append(t)
-        if len(q) == 1:
-            self.wake()
+        pfcf.hand_over(self.inbox, t, self.wake)
 
     def _event(self, e) -> None:
-        q = self.events
-        q.append(e)
-        if len(q) == 1:
-            self.wake()
+        pfcf.hand_over(self.events, e, self.wake)
 
     def _on_connected(self, *a) -> None:
         self._up.set()
@@ -204,7 +198,7 @@ class PfcfFeed:
         self._event(("D",))
 
     def _on_error(self, *a) -> None:  # unitrade passes (message) or (itself, exception)
-        self._event(("E", " ".join(str(x) for x in a if not hasattr(x, "on_tick_data_trade"))))
+        self._event(("E", pfcf.error_text(a)))
 
     # --- the producer's thread ---------------------------------------------------------------
     def _subscribe(self, now_ns: int) -> None:

@@ -51,6 +51,7 @@ import sys
 import time
 from decimal import Decimal
 
+from .. import pfcf
 from ..events import RejectReason, ReportKind
 from ..trading import OrdType, TimeInForce
 
@@ -108,7 +109,7 @@ def client_id_of(letter: str, note) -> int | None:
 class _Order:
     __slots__ = ("owner", "cid", "inst", "side", "qty", "price", "ord_type", "tif", "note",
                  "seq", "orderno", "acked", "filled", "deleted", "steps", "want", "waiting",
-                 "cancel_sent", "end", "ended", "matched_seen", "lost")
+                 "cancel_sent", "end", "ended", "lost")
 
     def __init__(self, owner, cid, inst, side, qty, price, ord_type, tif, note):
         self.owner, self.cid, self.inst, self.side = owner, cid, inst, side
@@ -124,7 +125,6 @@ class _Order:
         self.cancel_sent = False
         self.end = None  # an end seen in a reply, waiting for the matches it counted: (kind, matched)
         self.ended = False
-        self.matched_seen = 0  # the matched quantity PFCF's replies reported
         self.lost = False  # taken as never received by PFCF (reconcile)
 
 
@@ -179,14 +179,12 @@ class PfcfVenue:
         connects, and that is counted)."""
         from unitrade.trade.ddata import DOrderObject, DReplaceObject  # the package's own
 
-        from ..pfcf import set_connection_callbacks
-
         self._order_object, self._replace_object = DOrderObject, DReplaceObject
         self.api = api
         d = self.dtrade = api.dtrade
         d.on_reply = self._on_reply
         d.on_match = self._on_match
-        set_connection_callbacks(d, self._on_connected, self._on_disconnected, self._on_error)
+        pfcf.set_connection_callbacks(d, self._on_connected, self._on_disconnected, self._on_error)
 
     def set_codes(self, codes: dict[str, int]) -> None:
         """PFCF contract code -> instrument id."""
@@ -194,10 +192,7 @@ class PfcfVenue:
 
     # --- unitrade's thread: copy, append, ring -------------------------------------------
     def _put(self, item) -> None:
-        q = self.inbox
-        q.append(item)
-        if len(q) == 1:
-            self.wake()
+        pfcf.hand_over(self.inbox, item, self.wake)
 
     def _on_reply(self, r) -> None:
         if r is None:  # (unitrade's error path may hand over None)
@@ -223,7 +218,7 @@ class PfcfVenue:
         self._put(("D",))
 
     def _on_error(self, *a) -> None:
-        self._put(("E", " ".join(str(x) for x in a if not hasattr(x, "on_reply"))))
+        self._put(("E", pfcf.error_text(a)))
 
     # --- the executor's thread -------------------------------------------------------------
     def alarms(self) -> list[str]:
@@ -505,7 +500,6 @@ class PfcfVenue:
             for step in o.waiting:
                 self._send_step(o, step)
             o.waiting = []
-        o.matched_seen = max(o.matched_seen, matchqty)
         if early:  # matches that came before the order had its number here: ours after all
             self.counts["unmatched"] -= len(early)
         for m in early or ():
@@ -634,9 +628,7 @@ class PfcfVenue:
         matches = d.query_match(self.account, 0, "", "", "", "")
         if not getattr(replies, "ok", False) or not getattr(matches, "ok", False):
             why = getattr(replies, "error", "") or getattr(matches, "error", "")
-            from ..pfcf import PfcfError
-
-            raise PfcfError(f"PFCF: cannot query the day's orders to reconcile the working "
+            raise pfcf.PfcfError(f"PFCF: cannot query the day's orders to reconcile the working "
                             f"orders with (no trading without): {self.redact(why)[:300]}")
         mine: dict[int, object] = {}  # client id -> PFCF's reply
         stray = 0
