@@ -96,7 +96,9 @@ class AgentContext:
         self.reloads = 0
         self.stats = stats.StatsBlock.attach(self.obj(topology.stats_name(agent)))
         self.readers: list[RingReader] = []
+        self.writers: list[RingWriter] = []
         self.rings: list[Ring] = []
+        self._ring_writers: dict[str, str] | None = None
         self._bells = []
         self.doorbell = shm.open_semaphore(self.obj(topology.doorbell_name(agent)))
 
@@ -115,16 +117,29 @@ class AgentContext:
         return self.stats.histogram(name)
 
     def reader(self, ring: str) -> RingReader:
-        r = RingReader(self._attach(ring))
+        """The reader of `ring`; it rings the writer's doorbell when the writer waits for
+        room (an agent's; the supervisor, writer of the control rings, never waits)."""
+        writer = self._writers_of().get(ring)
+        bell = None if writer in (None, topology.SUPERVISOR) else self._bell(writer)
+        r = RingReader(self._attach(ring), bell)
         self.readers.append(r)
         return r
 
     def writer(self, ring: str, reader_agent: str | None) -> RingWriter:
-        bell = None
-        if reader_agent is not None:
-            bell = shm.open_semaphore(self.obj(topology.doorbell_name(reader_agent)))
-            self._bells.append(bell)
-        return RingWriter(self._attach(ring), bell)
+        bell = None if reader_agent is None else self._bell(reader_agent)
+        w = RingWriter(self._attach(ring), bell)
+        self.writers.append(w)
+        return w
+
+    def _writers_of(self) -> dict[str, str]:
+        if self._ring_writers is None:
+            self._ring_writers = {r.name: r.writer for r in topology.rings(self.cfg)}
+        return self._ring_writers
+
+    def _bell(self, agent: str):
+        bell = shm.open_semaphore(self.obj(topology.doorbell_name(agent)))
+        self._bells.append(bell)
+        return bell
 
     def _attach(self, ring: str) -> Ring:
         r = Ring.attach(self.obj(ring))
@@ -158,7 +173,7 @@ def run(agent: Agent, ctx: AgentContext) -> bool:
 
     signal.signal(signal.SIGTERM, on_sig)
     signal.signal(signal.SIGINT, on_sig)
-    parker = idle_mod.Doorbell(ctx.doorbell, ctx.readers, ctx.cfg.idle.park_us)
+    parker = idle_mod.Doorbell(ctx.doorbell, ctx.readers, ctx.cfg.idle.park_us, ctx.writers)
     strategy = idle_mod.make(ctx.cfg.idle, parker, agent.sleep_for)
     idle = strategy.idle
     reloads = ctx.reloads
@@ -219,6 +234,24 @@ def load_spec(runtime_dir: str, instance: str,
     return config_mod.from_dict(msgspec.json.decode(data), path)
 
 
+PROFILE_ENV = "HFTD_PROFILE_DIR"  # for bench/: each agent's cProfile, to <dir>/<agent>.prof
+
+
+def _profiled(run_, agent: Agent, ctx: AgentContext) -> bool:
+    """`run_(agent, ctx)`, under cProfile when $HFTD_PROFILE_DIR names a directory (how
+    bench/ANALYSIS-style profiles of a stage are made; never in production)."""
+    where = os.environ.get(PROFILE_ENV)
+    if not where:
+        return run_(agent, ctx)
+    import cProfile
+
+    prof = cProfile.Profile()
+    try:
+        return prof.runcall(run_, agent, ctx)
+    finally:
+        prof.dump_stats(os.path.join(where, f"{ctx.agent}.prof"))
+
+
 EXIT_ON_SIGNAL = 128 + signal.SIGTERM  # what an agent that left on a signal exits with
 
 
@@ -242,7 +275,7 @@ def main(role: str, name: str | None, instance: str, runtime_dir: str,
     ctx.stats.set_state(stats.STARTING)
     agent = ROLES[role](ctx)
     try:
-        ended = run(agent, ctx)
+        ended = _profiled(run, agent, ctx)
     finally:
         ctx.close()
     return 0 if ended else EXIT_ON_SIGNAL

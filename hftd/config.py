@@ -227,18 +227,20 @@ class RingsConfig(_Base):
                     f"must be >= {(need + 7) // 8 * 8}")
 
 
-IdleName = Literal["busy-spin", "yield", "backoff", "blocking"]
+IdleName = Literal["adaptive", "busy-spin", "yield", "backoff", "blocking"]
 
 
 class IdleConfig(_Base):
-    strategy: IdleName = "backoff"
+    strategy: IdleName = "adaptive"
+    spin_us: int = 20  # adaptive: spin while work comes at most this far apart, else park
     spins: int = 10  # backoff: empty polls that only spin
     yields: int = 5  # backoff: then empty polls followed by sched_yield()
-    park_us: int = 1000  # then park (semaphore) at most this long before polling again
+    park_us: int = 100_000  # a park lasts at most this long (a doorbell ends it sooner)
 
     def __post_init__(self):
         for key in ("spins", "yields"):
             _int_in(key, getattr(self, key), 0, 1_000_000)
+        _int_in("spin_us", self.spin_us, 0, 1_000_000, " (1 s)")
         _int_in("park_us", self.park_us, 1, 1_000_000, " (1 s)")
 
 
@@ -710,12 +712,12 @@ class Config(_Base):
                     )
         park_s = self.idle.park_us / 1e6
         heartbeat = self.supervisor.heartbeat_timeout_s
-        if 2 * 64 * park_s > heartbeat:
+        if 4 * park_s > heartbeat:
             raise ValueError(
                 f"idle.park_us {self.idle.park_us} is too long for "
                 f"supervisor.heartbeat_timeout_s {heartbeat:g}: an idle agent beats its "
-                f"heartbeat every 64 parks, {64 * park_s:g} s apart, which must be at most half "
-                f"the timeout or the supervisor kills idle agents as hung")
+                f"heartbeat once a park ends, which must be at most a quarter of the timeout "
+                f"or the supervisor may kill idle agents as hung")
 
     def _check_codes(self, attr: str, who: str, example: str) -> None:
         """Instruments with a product code `attr` (taifex, pfcf): some, and each (code,

@@ -5,8 +5,9 @@ Layout (all offsets fixed by the header, little-endian int64 unless noted)::
     line 0   magic, layout version, capacity, slot size           (written once)
     line 1   write cursor                                          (writer only)
     line 2   read cursor                                           (reader only)
-    line 3   reader-asleep flag                                    (reader only)
+    line 3   reader-asleep flag: 0, or how many events wake it     (reader only)
     line 4   writer-side flow-control state and counters           (writer only)
+    line 5   writer-waiting-for-room flag                          (writer only)
     columns  seq[cap] int64, t_ingest[cap] int64, key[cap] int32, length[cap] int32
     data     cap * slot_size bytes: the msgspec-encoded payloads
 
@@ -39,6 +40,7 @@ import platform
 import numpy as np
 
 from . import shm
+from .fence import full_fence
 
 MAGIC = 0x4846_5444_5249_4E47  # "HFTDRING"
 LAYOUT_VERSION = 1
@@ -50,6 +52,7 @@ H_WRITE = LINE // 8
 H_READ = 2 * LINE // 8
 H_ASLEEP = 3 * LINE // 8
 H_FLOW = 4 * LINE // 8  # writer-owned flow-control words (see FLOW_* below)
+H_WAITING = 5 * LINE // 8  # the writer is parked until the reader frees half the ring
 FLOW_BACKPRESSURED, FLOW_EPISODES = 0, 1
 
 CONTROL_KEY = -1  # envelope key of control events travelling in-band
@@ -199,7 +202,8 @@ class RingWriter:
         self.published = self.position
         self._cached_read = ring.q_header[H_READ]
         self._doorbell = doorbell
-
+        self.half = ring.capacity // 2
+        self.starved = False  # the last claim got fewer slots than it wanted
     def _too_large(self, n: int) -> PayloadTooLarge:
         r = self.ring
         return PayloadTooLarge(
@@ -216,7 +220,20 @@ class RingWriter:
         free = self.capacity - (self.position - self._cached_read)
         if free < wanted:
             free = self.free()
-        return wanted if free >= wanted else free
+            if free < wanted:
+                self.starved = True
+                return free
+        self.starved = False
+        return wanted
+
+    def must_wait(self) -> bool:
+        """Starved, and the reader has not yet freed half the ring: what a parked writer
+        waits for (`set_waiting`; the reader rings once it has). Refreshes the read cursor."""
+        return self.starved and self.free() < self.half
+
+    def set_waiting(self, on: bool) -> None:
+        """Flag this writer parked until the reader frees half the ring (hftd.idle)."""
+        self._h[H_WAITING] = 1 if on else 0
 
     def occupancy(self) -> int:
         return self.position - self._h[H_READ]
@@ -264,9 +281,31 @@ class RingWriter:
             p += 1
         self.position = p
 
+    def put_rows(self, keys, t_ingest, rows: np.ndarray) -> None:
+        """Write len(rows) claimed events whose payloads have one length: `rows` is an
+        (n, length) uint8 array (hftd.events.encode_ticks), written with one assignment."""
+        r = self.ring
+        n, m = rows.shape
+        if n == 0:
+            return
+        if m > r.slot_size:
+            raise self._too_large(m)
+        p = self.position
+        idx = np.arange(p, p + n, dtype=np.int64)
+        start = p & r.mask
+        # slices where the run does not wrap (memcpy speed), else fancy indexes
+        slots = slice(start, start + n) if start + n <= r.capacity else idx & r.mask
+        r.slots[slots, :m] = rows
+        r.length[slots] = m
+        r.key[slots] = keys
+        r.t_ingest[slots] = t_ingest
+        r.seq[slots] = idx
+        self.position = p + n
+
     def forward(self, src: Ring, positions: np.ndarray) -> None:
         """Copy the events at `positions` of ring `src` (same slot size) into claimed slots,
-        without decoding them: one fancy-index copy per column."""
+        without decoding them: one copy per column (a slice copy for a run of consecutive
+        events that wraps in neither ring, else a fancy-index copy)."""
         r = self.ring
         n = len(positions)
         if n == 0:
@@ -276,8 +315,21 @@ class RingWriter:
                 f"cannot forward from {src.name} ({src.slot_size}-byte slots) to "
                 f"{r.name} ({r.slot_size}-byte slots)"
             )
-        s = positions & src.mask
         p = self.position
+        first = int(positions[0])
+        a, b = first & src.mask, p & r.mask
+        if (int(positions[-1]) - first == n - 1 and a + n <= src.capacity
+                and b + n <= r.capacity):
+            # a run of consecutive events, wrapping in neither ring (all of them routed
+            # here, the common case): slice copies, at memcpy speed
+            r.slots[b: b + n] = src.slots[a: a + n]
+            r.length[b: b + n] = src.length[a: a + n]
+            r.key[b: b + n] = src.key[a: a + n]
+            r.t_ingest[b: b + n] = src.t_ingest[a: a + n]
+            r.seq[b: b + n] = np.arange(p, p + n, dtype=np.int64)
+            self.position = p + n
+            return
+        s = positions & src.mask
         idx = np.arange(p, p + n, dtype=np.int64)
         d = idx & r.mask
         r.slots[d] = src.slots[s]
@@ -312,10 +364,14 @@ class RingWriter:
         p = self.position
         n = p - self.published
         if n:
-            self._h[H_WRITE] = p
+            h = self._h
+            h[H_WRITE] = p
             self.published = p
-            if self._h[H_ASLEEP] and self._doorbell is not None:
-                self._doorbell.release()
+            if self._doorbell is not None:
+                full_fence()  # the cursor store before the flag's load (hftd.fence)
+                asleep = h[H_ASLEEP]  # 0, or how many waiting events wake the reader
+                if asleep and (asleep == 1 or p - h[H_READ] >= asleep):
+                    self._doorbell.release()
         return n
 
     def offer(self, key: int, t_ingest: int, payload) -> bool:
@@ -338,10 +394,12 @@ class RingReader:
     """The single reader of a ring. Resumes at the ring's read cursor, so a restarted reader
     continues with the first event its predecessor had not committed."""
 
-    def __init__(self, ring: Ring):
+    def __init__(self, ring: Ring, writer_bell=None):
         self.ring = ring
         self._h = ring.q_header
         self.position = ring.q_header[H_READ]  # next sequence to read
+        self._writer_bell = writer_bell  # rung when the writer waits and half the ring is free
+        self._half = ring.capacity // 2
 
     def available(self) -> int:
         return self._h[H_WRITE] - self.position
@@ -398,8 +456,15 @@ class RingReader:
     def commit(self, n: int) -> None:
         """Release `n` events (one store of the read cursor)."""
         if n:
-            self.position += n
-            self._h[H_READ] = self.position
+            h = self._h
+            pos = self.position = self.position + n
+            h[H_READ] = pos
+            if self._writer_bell is not None:
+                full_fence()  # the cursor store before the flag's load (hftd.fence)
+                if h[H_WAITING] and h[H_WRITE] - pos <= self._half:
+                    self._writer_bell.release()
 
-    def set_asleep(self, on: bool) -> None:
-        self._h[H_ASLEEP] = 1 if on else 0
+    def set_asleep(self, on: bool | int) -> None:
+        """Flag this reader parked: the writer rings its doorbell when it publishes (`on`
+        True) or once `on` (an int > 1) events are waiting; False: awake."""
+        self._h[H_ASLEEP] = int(on)

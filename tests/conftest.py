@@ -41,6 +41,25 @@ def shm_name(instance):
     return lambda what: shm.object_name(instance, what)
 
 
+@pytest.fixture
+def make_ring(shm_name):
+    """Factory: make_ring(capacity, slot_size, what) -> a Ring of this test's instance;
+    removed afterwards."""
+    from hftd.ring import Ring
+
+    made = []
+
+    def _make(capacity=8, slot_size=32, what=None):
+        r = Ring.create(shm_name(what or f"ring{len(made)}"), capacity, slot_size)
+        made.append(r)
+        return r
+
+    yield _make
+    for r in made:
+        r.unlink()
+        r.close()
+
+
 HFTD = [sys.executable, "-m", "hftd"]
 
 

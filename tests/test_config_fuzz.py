@@ -357,8 +357,9 @@ def test_fuzzed_configs_exit_2_naming_the_key(invoke, tmp_path, short_dir):
     ('instance = "a\\n"\n', "instance name 'a\\n' is invalid"),
     ('[metrics]\nlisten = "host:\u00b2"\n', "metrics: listen must look like HOST:PORT"),
     ('[metrics]\nlisten = "b\u00fccher:80"\n', "metrics: listen must look like HOST:PORT"),
-    ("[idle]\npark_us = 1000000\n", "idle.park_us 1000000 is too long for "
-                                    "supervisor.heartbeat_timeout_s 5"),
+    ("[idle]\npark_us = 500001\n[supervisor]\nheartbeat_timeout_s = 2.0\n",
+     "idle.park_us 500001 is too long for supervisor.heartbeat_timeout_s 2"),
+    ("[idle]\nspin_us = -1\n", "idle: spin_us must be between 0 and 1000000"),
     ("[idle]\nspins = 9223372036854775807\n", "idle: spins must be between 0 and 1000000"),
     ("[executor.risk]\nmax_position = 0\n", "executor.risk: max_position must be between 1"),
     ("[producer]\ncpus = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"
@@ -452,8 +453,8 @@ ACCEPTED = {
                       "[[strategies]]\nname = \"b\"\ninstruments = [\"B/2\"]\n"
                       "[rings.orders]\nblock_deadline_ms = 86400000.0\n[idle]\nstrategy = \"yield\"\n",
     # the longest park the heartbeat allows, blocking idle
-    "longest-park": "[idle]\nstrategy = \"blocking\"\npark_us = 39062\n"
-                    "[supervisor]\nstatus_interval_s = 0.0\n",
+    "longest-park": "[idle]\nstrategy = \"blocking\"\npark_us = 500000\n"
+                    "[supervisor]\nstatus_interval_s = 0.0\nheartbeat_timeout_s = 2.0\n",
 }
 
 

@@ -16,21 +16,6 @@ from hftd import ring as ring_mod
 from hftd.ring import PayloadTooLarge, Ring, RingReader, RingWriter
 
 
-@pytest.fixture
-def make_ring(shm_name):
-    made = []
-
-    def _make(capacity=8, slot_size=32, what=None):
-        r = Ring.create(shm_name(what or f"ring{len(made)}"), capacity, slot_size)
-        made.append(r)
-        return r
-
-    yield _make
-    for r in made:
-        r.unlink()
-        r.close()
-
-
 def ident(b):
     return bytes(b)
 

@@ -185,9 +185,17 @@ class Dispatcher(Agent):
         self.ticks_out.set(sum(o.delivered.value for o in self.outs))
         self.catching_up = any(o.resume >= self.inp.position for o in self.outs)
 
+    def _must_wait(self) -> bool:
+        """A ring that blocks is short of room and its reader has not freed half of it."""
+        return any(o.blocks and not o.shut and o.writer.must_wait() for o in self.outs)
+
     def sleep_for(self) -> float | None:
+        if self.control.available() > 0:
+            return 0.0
         if any(o.flow.pending and not o.flow.on for o in self.outs):
             return 0.0
+        if self._must_wait():
+            return None  # until that reader has freed half the ring and rings
         return super().sleep_for()
 
     def flush_pending(self) -> int:
@@ -242,6 +250,7 @@ class Dispatcher(Agent):
             n = int(ctl[0])
             positions = positions[:n]
             keys = keys[:n]
+        wanted = n
         selections = []
         for o in self.outs:
             sel = None if o.route is None else o.route[keys]
@@ -258,8 +267,8 @@ class Dispatcher(Agent):
                 room = o.writer.claim(need)
                 if room < need:
                     n = min(n, int(np.searchsorted(cum, room, side="right")))
-        if n == 0:
-            self.full_polls.add()
+        if n == 0 or (n < wanted and self._must_wait()):
+            self.full_polls.add()  # parks until the ring's reader has freed half: no trickle
             return work
         positions = positions[:n]
         out = 0

@@ -24,10 +24,10 @@ Market data is cheap when nobody trades an instrument: a batch's instrument colu
 ring's envelope) picks the ticks of instruments with orders at the venue, and only those
 are decoded and fed to the fill model, one by one and in order; of the others only the last
 tick per instrument is decoded, once per pass, for its price (price bands, P&L). Market
-data wakes a parked executor only while it has orders working (see `sleep_for`). Marking
-open positions to market (unrealised P&L, the daily loss limit) happens at most once per
-`MARK_INTERVAL_NS` (and at the end): fills move positions at once, their money reaches the
-stats block and the loss limit with the next mark.
+data wakes a parked executor while it has orders working, or once a quarter of its ring
+waits (see `sleep_for`). Marking open positions to market (unrealised P&L, the daily loss
+limit) happens at most once per `MARK_INTERVAL_NS` (and at the end): fills move positions
+at once, their money reaches the stats block and the loss limit with the next mark.
 
 Client order ids are the strategies' own ((index << 40) | n, n increasing: see the strategy
 stage); an id that is not above the strategy's last one, or not the strategy's, is refused
@@ -84,6 +84,7 @@ import numpy as np
 from .. import stats as stats_mod
 from .. import venues
 from ..agent import Agent
+from ..fence import full_fence
 from ..events import (ORDER_ID_SHIFT, Codec, Control, ControlKind, OrderAction, OrderReport,
                       OrderStream, RejectReason, ReportKind, ReportStream, TickStream)
 from ..stats import COUNTER, GAUGE, Schema
@@ -509,20 +510,19 @@ class Executor(Agent):
     def sleep_for(self) -> float | None:
         """Asked before parking (after the runner flagged control and orders asleep). Market
         data wakes the executor only while it has orders working at the venue (a trade may
-        fill them) or when a quarter of its ring is waiting; otherwise it is read when
-        something else wakes the executor (an order, which first has the venue catch up to
-        its tick, or the park's end, `idle.park_us`): at 10k ticks/s a wake-up per tick
-        would cost the strategies a core's worth of scheduling on a small machine."""
+        fill them) or when a quarter of its ring is waiting (the dispatcher rings then);
+        otherwise it is read when something else wakes the executor (an order, which first
+        has the venue catch up to its tick): at 10k ticks/s a wake-up per tick would cost
+        the strategies a core's worth of scheduling on a small machine."""
         wait = super().sleep_for()
         if wait == 0.0:
             return wait
         md = self.md
-        if self.book.n_working:
-            md.set_asleep(True)
-            self.md_flagged = True
-            if md.available() > 0:
-                return 0.0
-        elif md.available() >= self.md_wake:
+        # rung by the dispatcher for any tick while orders work, else once a quarter waits
+        md.set_asleep(True if self.book.n_working else self.md_wake)
+        self.md_flagged = True
+        full_fence()  # the flag's store before the cursor's load (hftd.fence)
+        if md.available() >= (1 if self.book.n_working else self.md_wake):
             return 0.0
         due = self.venue.next_due_ns()
         if due is None:
