@@ -187,3 +187,20 @@ class Counter(Strategy):
         if self.params.get("fail_save"):
             raise RuntimeError("on_save failed on purpose")
         return {"n": self.n, "sum": self.sum, "last_seq": self.last_seq, "lost": self.lost}
+
+
+class Columns(Strategy):
+    """A strategy with on_ticks: records each run it is handed (seqs, prices) and, with
+    params['buy_each_run'], buys 1 lot of the run's last instrument per run."""
+
+    def on_start(self):
+        self.runs = []
+        self.last_prices = []
+
+    def on_ticks(self, ticks):
+        self.runs.append((ticks.seq.tolist(), ticks.price.tolist(), ticks.t_ingest.tolist()))
+        self.last_prices.append(list(self.api.last_price))
+        if self.params.get("buy_each_run"):
+            self.buy(int(ticks.instrument[-1]), 1)
+        if self.params.get("die_at_run") == len(self.runs):
+            raise SystemExit("killed inside on_ticks")

@@ -27,9 +27,8 @@ tick_enc = Codec(TickStream)
 
 
 class Seat:
-    def __init__(self, plant, **scfg):
-        self.p = plant({"strategies": [{"name": "sample", "class": "tests.strategies:Journal",
-                                        **scfg}]})
+    def __init__(self, plant, cls="tests.strategies:Journal", **scfg):
+        self.p = plant({"strategies": [{"name": "sample", "class": cls, **scfg}]})
         self.stage = self.start()
         self.orders = RingReader(self.p.ring("orders.sample"))
         self.reports = RingWriter(self.p.ring("reports.sample"))
@@ -252,3 +251,56 @@ def test_a_late_cancel_of_an_order_the_executor_no_longer_knows_is_not_a_mismatc
     seat.report(b, K.CANCEL_REJECTED, 0, 0, 0, 0, reason=R.UNKNOWN_ORDER)  # b works, per its book
     seat.stage.do_work()
     assert seat.stat("report_mismatches") == 1
+
+
+def _wire_ticks(writer, first_seq, prices, insts, t_ingest):
+    """Ticks in the producer's wire form (hftd.events.encode_ticks), seqs from first_seq."""
+    import numpy as np
+
+    from hftd.events import encode_ticks
+
+    rows = encode_ticks(first_seq, t_ingest, np.array(insts), np.array(prices), 1, 0)
+    assert writer.claim(len(prices)) == len(prices)
+    writer.put_rows(np.array(insts, np.int32), t_ingest, rows)
+    writer.publish()
+
+
+def test_on_ticks_gets_runs_as_columns_once_each_and_orders_name_the_runs_last_tick(plant):
+    seat = Seat(plant, cls="tests.strategies:Columns", params={"buy_each_run": True})
+    assert seat.stage.batched
+    _wire_ticks(seat.ticks, 0, [20_000, 20_001, 20_002], [0, 1, 0], 500)
+    _wire_ticks(seat.ticks, 3, [20_003, 20_004], [1, 1], 400)
+    seat.stage.do_work()
+    # a restarted dispatcher routes seq 3 and 4 again, then seq 5: only 5 is new
+    _wire_ticks(seat.ticks, 3, [20_003, 20_004], [1, 1], 600)
+    _wire_ticks(seat.ticks, 5, [20_005], [0], 700)
+    seat.stage.do_work()
+    s = seat.s
+    assert [run[0] for run in s.runs] == [[0, 1, 2, 3, 4], [5]]  # the replays not handed over
+    assert s.runs[0][1] == [20_000, 20_001, 20_002, 20_003, 20_004]
+    assert s.last_prices[0][:2] == [20_002, 20_004]  # each instrument's last, before the call
+    assert s.last_prices[1][:2] == [20_005, 20_004]
+    reqs = seat.sent()
+    # the run's last tick, and its oldest ingest time (the replays are not part of the run)
+    assert [(r.tick_seq, r.t_ingest, r.instrument) for r in reqs] == [(4, 400, 1), (5, 700, 0)]
+    assert seat.stat("ticks_in") == 6 and seat.stat("replays_suppressed") == 2
+    assert seat.stat("tick_started") == 8  # ring position + 1 of the run's last event
+
+
+def test_a_run_whose_on_ticks_began_is_not_handed_to_the_next_process(plant):
+    from hftd import stats
+
+    seat = Seat(plant, cls="tests.strategies:Columns", params={"die_at_run": 2})
+    _wire_ticks(seat.ticks, 0, [1, 2, 3], [0, 0, 0], 1)
+    seat.stage.do_work()
+    _wire_ticks(seat.ticks, 3, [4, 5], [0, 0], 2)
+    with pytest.raises(SystemExit):
+        seat.stage.do_work()  # dies inside on_ticks of the second run, nothing committed
+    ctx = seat.p.context("strategy.sample")
+    ctx.stats.q_header[stats.H_RESTARTS] = 1
+    seat.stage = seat.start()
+    _wire_ticks(seat.ticks, 5, [6], [0], 3)
+    seat.stage.do_work()
+    seat.stage.do_work()
+    assert [r[0] for r in seat.s.runs] == [[5]]  # seq 3 and 4 were not handed over again
+    assert seat.stat("restart_skipped") == 2 and seat.stat("ticks_in") == 6

@@ -1,11 +1,12 @@
 """Producer: feed adapter -> validated ticks -> the `ticks.in` ring.
 
 Validates a batch with numpy (a bad tick is rejected and counted by reason, never passed
-on), encodes each tick once, writes the batch and publishes the cursor once. The ring's
-flow policy decides what happens when it is backpressured (`hftd.flow`): with `block` the
-producer takes from the feed only what fits; with `conflate` or `drop` it keeps taking
-(live data does not wait) and conflates or drops what does not fit, counting every tick:
-received = published + conflated + dropped + rejected (+ conflated ticks still waiting).
+on), encodes it column-wise (each tick in the fixed-width wire form of hftd.events), writes
+it with one assignment and publishes the cursor once. The ring's flow policy decides what
+happens when it is backpressured (`hftd.flow`): with `block` the producer takes from the
+feed only what fits; with `conflate` or `drop` it keeps taking (live data does not wait) and
+conflates or drops what does not fit, counting every tick: received = published + conflated
++ dropped + rejected (+ conflated ticks still waiting).
 
 It takes nothing from the feed until the supervisor's START control event says the whole
 pipeline is up (ticks taken earlier would wait for agents still starting). On a SHUTDOWN
@@ -41,7 +42,7 @@ import numpy as np
 from .. import feeds
 from ..feeds import column
 from ..agent import Agent
-from ..events import Codec, ControlKind, Tick, TickStream
+from ..events import ControlKind, encode_tick, encode_ticks
 from ..flow import BLOCK, CONFLATE, Flow
 from .. import stats as stats_mod
 from ..stats import COUNTER, GAUGE, Schema
@@ -132,7 +133,7 @@ class Producer(Agent):
         self.feed = self._make_feed(ctx)
         self.n_instruments = len(cfg.instruments)
         self.batch = cfg.producer.batch
-        self.encode = Codec(TickStream).encode
+        self.encode = encode_tick  # the fixed-width wire form (hftd.events)
         s = ctx.stats
         self.bind_values()
         self.rejected_by = [s.value(f"rejected_{r}") for r in REJECT_REASONS]
@@ -385,6 +386,8 @@ class Producer(Agent):
             return None  # until the supervisor rings
         if self.flow.pending and not self.flow.on:
             return 0.0
+        if self.flow.policy == BLOCK and self.out.must_wait():
+            return None  # until the dispatcher has freed half the ring and rings
         wait = self.feed.next_due_s(time.monotonic_ns())
         # a paced feed is polled at most every PACE_QUANTUM_S while nothing is due: ticks that
         # fall due meanwhile are taken together (each stamped when taken, so latency is still
@@ -413,8 +416,8 @@ class Producer(Agent):
         backpressured = flow.backpressured()
         if flow.policy == BLOCK:
             room = self.out.claim(self.batch)
-            if room == 0:
-                return 0
+            if room == 0 or (room < self.batch and self.out.must_wait()):
+                return 0  # parks until the dispatcher has freed half the ring: no trickle
             return self._take(room, room)
         work = 0
         if flow.pending and not backpressured:
@@ -515,7 +518,7 @@ class Producer(Agent):
             t, p, q, x = item
             if rows is not None:
                 rows.append((w.position, t, i, p, q, x))
-            w.put(i, t, encode(Tick(w.position, t, i, p, q, x)))
+            w.put(i, t, encode(w.position, t, i, p, q, x))
 
         n = self.flow.pending.flush(w.claim(len(self.flow.pending)), emit)
         if rows:
@@ -528,15 +531,11 @@ class Producer(Agent):
         return n
 
     def _put_batch(self, b, t_ingest: int) -> None:
-        """Encode each (validated) tick, write the envelope column-wise."""
-        encode = self.encode
-        seq = self.out.position
-        payloads = [
-            encode(Tick(s, t_ingest, i, p, q, x))
-            for s, i, p, q, x in zip(range(seq, seq + len(b)), b.instrument.tolist(),
-                                     b.price.tolist(), b.qty.tolist(), b.t_exchange.tolist())
-        ]
-        self.out.put_many(b.instrument, t_ingest, payloads)
+        """Encode the (validated) ticks column-wise in the fixed-width wire form
+        (hftd.events.encode_ticks) and write them with one assignment."""
+        rows = encode_ticks(self.out.position, t_ingest, b.instrument, b.price, b.qty,
+                            b.t_exchange)
+        self.out.put_rows(b.instrument, t_ingest, rows)
 
     def _put_each(self, b, t_ingest: int, room: int) -> None:
         """A few ticks: the same checks and writes one tick at a time, without numpy."""
@@ -560,7 +559,7 @@ class Producer(Agent):
                 continue
             if rows is not None:
                 rows.append((w.position, t_ingest, i, p, q, x))
-            w.put(i, t_ingest, encode(Tick(w.position, t_ingest, i, p, q, x)))
+            w.put(i, t_ingest, encode(w.position, t_ingest, i, p, q, x))
             room -= 1
         if rows:
             self.recorder.write_rows(rows, time.time_ns())

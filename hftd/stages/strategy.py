@@ -55,12 +55,13 @@ import time
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from .. import stats
 from ..agent import Agent
 from ..atomic_file import write_atomic
 from ..events import (Codec, Control, ControlKind, OrderRequest, ReportKind, ReportStream, Tick,
-                      TickStream)
+                      TickColumns, TickStream, tick_columns)
 from ..identity import IdentityError, read_private
 from ..stats import COUNTER, GAUGE, Schema
 from ..strategies.base import StateError, Strategy, StrategyApi
@@ -80,6 +81,7 @@ FORGET_ABOVE = 8192  # ... once more than this have ended
 POSITION_VALUES = ("pos", "realized", "fees", "tax")
 STATE_VERSION = 1  # of the strategy state file's envelope
 EXIT_BAD_STATE = 2  # a strategy whose saved state cannot be used exits with this at start
+SMALL_RUN = 8  # up to this many ticks are decoded one by one for on_tick
 SAVE_ERROR_LINE_NS = 1_000_000_000  # at most one line a second about failing saves
 
 
@@ -261,6 +263,9 @@ class StrategyStage(Agent):
         self.state_file = self.api.state_file = state_file_path(self.api.state_dir, self.name)
         self.api.save_state = self._save_state
         self.strategy = load_strategy_class(scfg.class_)(self.api, scfg.params)
+        # a strategy with its own on_ticks is handed runs of ticks as columns
+        self.batched = type(self.strategy).on_ticks is not Strategy.on_ticks
+        self._last_at = np.empty(len(syms), dtype=np.int64)  # _take_columns' scratch
         self.started = False  # on_start (and on_load) done
         self.saved = None  # the saved state, read at the process's start, for on_load
         self.load_pending = False  # a saved state is still to be given to on_load ...
@@ -674,11 +679,27 @@ class StrategyStage(Agent):
     def _take_ticks(self) -> int:
         r = self.ticks
         avail = r.available()
-        limit = self.batch_min + self.batch_span * avail // self.capacity
-        evs = r.read(self.decode_tick, limit)
-        if not evs:
+        if avail <= 0:
             return 0
+        # on_tick: runs grow with the ring's occupancy (reports get their turn between them);
+        # on_ticks: as many as there are, up to `batch` (the longer the run, the cheaper)
+        limit = self.batch_min + (self.batch_span if self.batched else
+                                  self.batch_span * avail // self.capacity)
         pos = r.position
+        n = avail if avail < limit else limit
+        # a run of ticks in the wire form is viewed as columns (no decoding); a few events,
+        # or anything else (the end of the stream, a tick encoded otherwise), are decoded
+        # slot by slot (numpy's fixed costs would dominate)
+        if n <= SMALL_RUN and not self.batched:
+            k, cols = n, None
+        else:
+            k, cols = tick_columns(r.ring, pos, n)
+        if cols is None:
+            evs = r.read(self.decode_tick, k)
+        elif self.batched and self.skip_to <= pos:
+            return self._take_columns(cols, pos)
+        else:
+            evs = cols.ticks()
         if self.skip_to > pos:
             return self._skip_replayed(evs, pos)
         api = self.api
@@ -712,15 +733,76 @@ class StrategyStage(Agent):
             on_tick(ev)
             taken += 1
         api.tick = None
-        n_ticks = taken - (1 if self.ticks_ended else 0)
+        return self._ticks_taken(pos, taken, taken - (1 if self.ticks_ended else 0), replays,
+                                 gaps, expect, evs[0].seq)
+
+    def _take_columns(self, cols: TickColumns, pos: int) -> int:
+        """A run of ticks to a strategy with `on_ticks`: one call for the run, after the same
+        book-keeping as `on_tick`'s loop done column-wise (replays dropped, gaps counted,
+        last prices). `tick_started` covers the whole run before the call: a restart skips
+        it. Orders sent from the call carry the run's last tick's seq (the executor feeds its
+        market data up to it first) and its first tick's t_ingest (tick-to-trade counts
+        the wait of the run's oldest tick)."""
+        n = len(cols)
+        first_seq = int(cols.seq[0])
+        fresh = self._fresh(cols.seq, cols.instrument)
+        replays = 0
+        if fresh is not None:
+            replays = n - int(np.count_nonzero(fresh))
+            cols = cols.select(fresh)
+        expect = self.expect_seq
+        gaps = 0
+        m = len(cols)
+        if m:
+            seq, inst, price = cols.seq, cols.instrument, cols.price
+            if self.check_seq:
+                gaps = int(0 <= expect != seq[0]) + int(np.count_nonzero(np.diff(seq) != 1))
+                expect = int(seq[-1]) + 1
+            last = self._last_at
+            last.fill(-1)
+            np.maximum.at(last, inst, np.arange(m))
+            seen, last_price = self.seen_seq, self.api.last_price
+            for i in np.flatnonzero(last >= 0).tolist():
+                j = last[i]
+                seen[i] = int(seq[j])
+                last_price[i] = int(price[j])
+            self._started_q[self._started_i] = pos + n  # before on_ticks: a restart skips them
+            api = self.api
+            api.tick = Tick(int(seq[-1]), int(cols.t_ingest.min()), int(inst[-1]),
+                            int(price[-1]), int(cols.qty[-1]), int(cols.t_exchange[-1]))
+            try:
+                self.strategy.on_ticks(cols)
+            finally:
+                api.tick = None
+        return self._ticks_taken(pos, n, n, replays, gaps, expect, first_seq)
+
+    def _fresh(self, seq: np.ndarray, inst: np.ndarray) -> np.ndarray | None:
+        """Mask of the ticks not routed before (see `on_tick`'s loop), None when all are new
+        (the common case: one comparison and one numpy call)."""
+        seen = self.seen_seq
+        if seq[0] > max(seen) and (len(seq) == 1 or bool((np.diff(seq) > 0).all())):
+            return None
+        keep = np.empty(len(seq), dtype=bool)
+        for i in np.unique(inst).tolist():
+            at = np.flatnonzero(inst == i)
+            s = seq[at]
+            before = np.maximum.accumulate(np.concatenate(([seen[i]], s[:-1])))
+            keep[at] = s > before
+        return keep
+
+    def _ticks_taken(self, pos: int, taken: int, n_ticks: int, replays: int, gaps: int,
+                     expect: int, first_seq: int) -> int:
+        """After a pass over `taken` ring events (`n_ticks` of them ticks, the first's seq
+        `first_seq`): latency, counters, commit; the end of the stream if it came."""
+        r = self.ticks
         now = time.monotonic_ns()
         if n_ticks:
             r.record_ages(self.latency, now, n_ticks)
             if self.c_first_tick_ns.value == 0:
                 self.c_first_tick_ns.set(now)
-                self.c_first_seq.set(evs[0].seq)  # a tick: a stream never starts with SHUTDOWN
+                self.c_first_seq.set(first_seq)  # a tick: a stream never starts with SHUTDOWN
             self.c_last_tick_ns.set(now)
-            self.c_last_seq.set(expect - 1 if check else 0)
+            self.c_last_seq.set(expect - 1 if self.check_seq else 0)
             if replays:
                 self.c_replays_suppressed.add(replays)
             self._count_ticks(pos + n_ticks)

@@ -22,6 +22,14 @@ when `hftd reload` changed the params, `on_command(name, args)` for a command fr
 Reports that arrive after `on_stop` (the executor canceling what was left working) still
 update positions and orders, but call nothing.
 
+- `on_ticks(ticks)`, for vectorised work: a strategy class that defines it is handed each run
+  of ticks the stage takes (up to `[[strategies]] batch`) as one `hftd.events.TickColumns`,
+  numpy int64 columns `seq`, `t_ingest`, `instrument`, `price`, `qty`, `t_exchange`, in
+  arrival order, instead of `on_tick` per tick (no Tick objects are made). Ticks routed twice
+  are already removed and `last_price` is already updated to the run's last. An order sent
+  from it carries the run's last tick as its cause (the simulated venue fills it after that
+  tick) and the run's oldest t_ingest (tick-to-trade counts the run's wait). A run is handled
+  at most once: if the process dies inside the call, its successor goes on after the run.
 - `on_order(order)`: the order's state changed (acknowledged, rejected with `order.reason`,
   partly or fully filled, canceled, expired, replaced), or a cancel/replace of it was
   refused (the order unchanged). `order` is the strategy's own `hftd.trading.orders.Order`
@@ -44,6 +52,7 @@ takes no more ticks until it is sent) and is never dropped.
 
 Queries (the strategy's own view, from the reports it has had): `position(instrument)` (net
 filled lots, long > 0), `working(instrument)` (net leaves of its working orders, buys > 0),
+`working_on(instrument, side)` (leaves of its working orders on that side, 1 buys, -1 sells),
 `working_orders(instrument=None)` (the working `Order`s), `order(order_id)`, `pnl(instrument
 =None)` (net P&L in the instruments' currency: realised + unrealised at the last price this
 strategy saw - fees - tax, with the contracts' multipliers: hftd.trading.positions),
@@ -88,7 +97,7 @@ from __future__ import annotations
 import time
 
 from ..events import (ORDER_ID_SHIFT, OrderAction, OrderReport, OrderRequest, RejectReason,
-                      ReportKind, Side, Tick)
+                      ReportKind, Side, Tick, TickColumns)
 from ..trading import OrdState, OrdType, TimeInForce, price_ok
 from ..trading.orders import IdSource, Order, OrderBook
 from ..trading.positions import Portfolio
@@ -150,6 +159,12 @@ class Strategy:
     def on_tick(self, tick: Tick) -> None:
         pass
 
+    def on_ticks(self, ticks: TickColumns) -> None:
+        """Override for vectorised work: then it is called instead of `on_tick` (see the
+        module's docstring). This default, never called by the stage, is `on_tick` per tick."""
+        for tick in ticks.ticks():
+            self.on_tick(tick)
+
     def on_order(self, order: Order) -> None:
         pass
 
@@ -197,6 +212,10 @@ class Strategy:
     def working(self, instrument: int) -> int:
         """Net leaves of the working orders (buys > 0, sells < 0)."""
         return self.api.net_working[instrument]
+
+    def working_on(self, instrument: int, side: int) -> int:
+        """Leaves of the working orders on `side` (1 buys, -1 sells), as a positive count."""
+        return self.api.side_working[side][instrument]
 
     def working_orders(self, instrument: int | None = None) -> list[Order]:
         w = self.api.working.values()
@@ -252,6 +271,8 @@ class StrategyApi:
         self.portfolio = Portfolio(contracts)
         self.positions = [self.portfolio.position(index, i) for i in range(n)]
         self.net_working = [0] * n
+        # leaves of the working buys ([1]) and sells ([-1]) per instrument, kept with net_working
+        self.side_working = {1: [0] * n, -1: [0] * n}
         self.working: dict[int, Order] = {}  # client id -> working order, oldest first
         self.last_price = [0] * n
         self.routed = [routed is None] * n
@@ -293,6 +314,7 @@ class StrategyApi:
         self.book.add(o)
         self.working[oid] = o
         self.net_working[instrument] += side * qty
+        self.side_working[side][instrument] += qty
         self._send(OrderRequest(0, t_ingest, oid, _NEW, instrument, side, qty, price, ord_type,
                                 tif, seq))
         return oid
@@ -340,6 +362,7 @@ class StrategyApi:
             return False
         self.working[o.client_id] = o
         self.net_working[o.instrument] += o.side * (o.qty - filled)
+        self.side_working[o.side][o.instrument] += o.qty - filled
         return True
 
     def apply_report(self, r: OrderReport) -> Order | None:
@@ -356,6 +379,7 @@ class StrategyApi:
         after = o.leaves
         if after != before:
             self.net_working[o.instrument] += o.side * (after - before)
+            self.side_working[o.side][o.instrument] += after - before
         if r.kind == _FILL:
             self.positions[o.instrument].apply_fill(o.side, r.qty, r.price)
         if o.state >= _FILLED:
