@@ -21,11 +21,14 @@ BASE = '[supervisor]\nstatus_interval_s = 0.0\n[metrics]\nlisten = ""\n'
 PIN = ('[producer]\ncpus = [{0}]\n[dispatcher]\ncpus = [{1}]\n[[strategies]]\nname = "sample"\n'
        'cpus = [{2}]\n[executor]\ncpus = [{3}]\n')
 VARIANTS = {
-    "backoff (default)": "",
+    "adaptive (default)": "",
+    "adaptive spin_us=100": '[idle]\nspin_us = 100\n',
+    "adaptive spin_us=0": '[idle]\nspin_us = 0\n',
     "blocking": '[idle]\nstrategy = "blocking"\n',
-    "backoff spins=2": '[idle]\nspins = 2\nyields = 0\n',
-    "backoff spins=50": '[idle]\nspins = 50\nyields = 0\n',
-    "backoff yields=100": '[idle]\nspins = 0\nyields = 100\n',
+    "backoff (10 spins, 5 yields)": '[idle]\nstrategy = "backoff"\npark_us = 1000\n',
+    "backoff spins=2": '[idle]\nstrategy = "backoff"\nspins = 2\nyields = 0\n',
+    "backoff spins=50": '[idle]\nstrategy = "backoff"\nspins = 50\nyields = 0\n',
+    "backoff yields=100": '[idle]\nstrategy = "backoff"\nspins = 0\nyields = 100\n',
     "yield": '[idle]\nstrategy = "yield"\n',
     "busy-spin": '[idle]\nstrategy = "busy-spin"\n',
     "blocking, all on CPU 0": '[idle]\nstrategy = "blocking"\n' + PIN.format(0, 0, 0, 0),
