@@ -25,7 +25,7 @@ a dead process began is not handed over again (`tick_started`; `restart_skipped`
 once where a process died, so an order is never sent twice for one tick.
 
 Timers: a strategy class with `timer_s > 0` gets `on_timer()` that often, checked once per
-pass (a parked stage wakes for it), so it may come up to `idle.park_us` late.
+pass (a parked stage wakes for it), so it may come as late as the pass that was running.
 
 The strategy's own state (its indicators, phases: whatever `on_save` returns) is kept in
 `<state dir>/<name>.strategy.json`, an envelope {version, strategy, class, saved_at, state}
