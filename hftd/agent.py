@@ -174,7 +174,8 @@ def run(agent: Agent, ctx: AgentContext) -> bool:
     signal.signal(signal.SIGTERM, on_sig)
     signal.signal(signal.SIGINT, on_sig)
     parker = idle_mod.Doorbell(ctx.doorbell, ctx.readers, ctx.cfg.idle.park_us, ctx.writers)
-    strategy = idle_mod.make(ctx.cfg.idle, parker, agent.sleep_for)
+    n_agents = len(topology.agents(ctx.cfg))
+    strategy = idle_mod.make(ctx.cfg.idle, parker, agent.sleep_for, n_agents)
     idle = strategy.idle
     reloads = ctx.reloads
     do_work = agent.do_work
@@ -196,7 +197,7 @@ def run(agent: Agent, ctx: AgentContext) -> bool:
             if ctx.reloads != reloads:
                 reloads = ctx.reloads
                 parker.timeout = ctx.cfg.idle.park_us / 1e6
-                idle = idle_mod.make(ctx.cfg.idle, parker, agent.sleep_for).idle
+                idle = idle_mod.make(ctx.cfg.idle, parker, agent.sleep_for, n_agents).idle
         if signalled:
             break
     block.set_state(stats.DRAINING)

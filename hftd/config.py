@@ -232,7 +232,10 @@ IdleName = Literal["adaptive", "busy-spin", "yield", "backoff", "blocking"]
 
 class IdleConfig(_Base):
     strategy: IdleName = "adaptive"
-    spin_us: int = 20  # adaptive: spin while work comes at most this far apart, else park
+    # adaptive: spin while work comes at most this far apart, else park; -1: auto (20 us when
+    # the machine has a CPU for each agent and the supervisor, else 0: on fewer cores a
+    # spinning agent takes the CPU an agent with work needs)
+    spin_us: int = -1
     spins: int = 10  # backoff: empty polls that only spin
     yields: int = 5  # backoff: then empty polls followed by sched_yield()
     park_us: int = 100_000  # a park lasts at most this long (a doorbell ends it sooner)
@@ -240,7 +243,7 @@ class IdleConfig(_Base):
     def __post_init__(self):
         for key in ("spins", "yields"):
             _int_in(key, getattr(self, key), 0, 1_000_000)
-        _int_in("spin_us", self.spin_us, 0, 1_000_000, " (1 s)")
+        _int_in("spin_us", self.spin_us, -1, 1_000_000, " (1 s)")
         _int_in("park_us", self.park_us, 1, 1_000_000, " (1 s)")
 
 

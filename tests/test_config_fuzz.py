@@ -359,7 +359,7 @@ def test_fuzzed_configs_exit_2_naming_the_key(invoke, tmp_path, short_dir):
     ('[metrics]\nlisten = "b\u00fccher:80"\n', "metrics: listen must look like HOST:PORT"),
     ("[idle]\npark_us = 500001\n[supervisor]\nheartbeat_timeout_s = 2.0\n",
      "idle.park_us 500001 is too long for supervisor.heartbeat_timeout_s 2"),
-    ("[idle]\nspin_us = -1\n", "idle: spin_us must be between 0 and 1000000"),
+    ("[idle]\nspin_us = -2\n", "idle: spin_us must be between -1 and 1000000"),
     ("[idle]\nspins = 9223372036854775807\n", "idle: spins must be between 0 and 1000000"),
     ("[executor.risk]\nmax_position = 0\n", "executor.risk: max_position must be between 1"),
     ("[producer]\ncpus = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]"

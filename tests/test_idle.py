@@ -45,7 +45,8 @@ def test_adaptive_parks_at_once_when_work_comes_seldom(clock):
     p = Parker()
     a = idle.Adaptive(p, lambda: None, spin_us=20)
     _passes(a, clock, gap_ns=100_000, cycles=50)  # 10k events/s
-    assert p.parks == 50 * 3  # every empty pass parked: none spun
+    # right after each pass with work, and at every empty pass after it: none spun
+    assert p.parks == 50 + 50 * 3
 
 
 def test_adaptive_spins_through_short_gaps_and_parks_after_twice_spin_us(clock):
@@ -138,3 +139,11 @@ def test_a_reader_asleep_until_a_count_is_rung_only_then(ring, bells):
     w.put(0, 0, b"x")
     w.publish()
     assert rbell.value == 1  # flagged plainly asleep: every publish rings
+
+
+def test_adaptive_spins_by_default_only_where_every_agent_and_the_supervisor_have_a_cpu():
+    assert idle.spin_us(-1, n_agents=4, cpus=2) == 0
+    assert idle.spin_us(-1, n_agents=4, cpus=4) == 0
+    assert idle.spin_us(-1, n_agents=4, cpus=5) == idle.AUTO_SPIN_US
+    assert idle.spin_us(35, n_agents=4, cpus=2) == 35  # a configured value is kept
+    assert idle.spin_us(0, n_agents=4, cpus=64) == 0

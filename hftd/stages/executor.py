@@ -24,10 +24,10 @@ Market data is cheap when nobody trades an instrument: a batch's instrument colu
 ring's envelope) picks the ticks of instruments with orders at the venue, and only those
 are decoded and fed to the fill model, one by one and in order; of the others only the last
 tick per instrument is decoded, once per pass, for its price (price bands, P&L). Market
-data wakes a parked executor while it has orders working, or once a quarter of its ring
-waits (see `sleep_for`). Marking open positions to market (unrealised P&L, the daily loss
-limit) happens at most once per `MARK_INTERVAL_NS` (and at the end): fills move positions
-at once, their money reaches the stats block and the loss limit with the next mark.
+data wakes a parked executor while it has orders working, or once MD_WAKE ticks (128) waits
+(see `sleep_for`). Marking open positions to market (unrealised P&L, the daily loss limit)
+happens at most once per `MARK_INTERVAL_NS` (and at the end): fills move positions at once,
+their money reaches the stats block and the loss limit with the next mark.
 
 Client order ids are the strategies' own ((index << 40) | n, n increasing: see the strategy
 stage); an id that is not above the strategy's last one, or not the strategy's, is refused
@@ -99,6 +99,7 @@ from ..venues.sim import VenueLog, check_log, log_path, read_log
 from .common import Outbox, decode_control, end_of_stream, fixed, read_control
 
 MD_BATCH = 1024  # market-data ticks per pass at most
+MD_WAKE = 128  # market data waiting that wakes an idle executor (or a quarter of the ring)
 CATCH_UP = 8  # market-data ticks per step while catching up to an order's tick
 MD_SCALAR = 32  # up to this many market-data ticks are looked at one by one, past it with numpy
 MARK_INTERVAL_NS = 1_000_000  # open positions are marked to market at most this often (and on fills)
@@ -263,7 +264,10 @@ class Executor(Agent):
         # sleep_for): the idle runner does not flag this ring asleep, the executor does
         ctx.readers.remove(self.md)
         self.md_flagged = False
-        self.md_wake = max(1, self.md.ring.capacity // 4)
+        # market data wakes an idle executor once this many ticks wait: an order then has at
+        # most that many to catch up on before it is handled (a quarter of the ring, 2048 at
+        # 10k ticks/s, put ~1 ms on some orders' tick-to-trade)
+        self.md_wake = max(1, min(self.md.ring.capacity // 4, MD_WAKE))
         self.md_blocks = cfg.executor.market_data_policy == "block"  # every tick comes
         n = self.n_instruments = len(cfg.instruments)
         self.symbols = cfg.symbols()
@@ -510,7 +514,7 @@ class Executor(Agent):
     def sleep_for(self) -> float | None:
         """Asked before parking (after the runner flagged control and orders asleep). Market
         data wakes the executor only while it has orders working at the venue (a trade may
-        fill them) or when a quarter of its ring is waiting (the dispatcher rings then);
+        fill them) or when MD_WAKE ticks are waiting (the dispatcher rings then);
         otherwise it is read when something else wakes the executor (an order, which first
         has the venue catch up to its tick): at 10k ticks/s a wake-up per tick would cost
         the strategies a core's worth of scheduling on a small machine."""
@@ -518,7 +522,7 @@ class Executor(Agent):
         if wait == 0.0:
             return wait
         md = self.md
-        # rung by the dispatcher for any tick while orders work, else once a quarter waits
+        # rung by the dispatcher for any tick while orders work, else once md_wake wait
         md.set_asleep(True if self.book.n_working else self.md_wake)
         self.md_flagged = True
         full_fence()  # the flag's store before the cursor's load (hftd.fence)
