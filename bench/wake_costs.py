@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the figures here")
     args = ap.parse_args(argv)
     out = {"cpu_model": cpu_model(), "cpus": os.cpu_count(),
-           "timed_park": [timed_park(t, args.seconds) for t in (50e-6, 100e-6, 1e-3)],
+           "timed_park": [timed_park(t, args.seconds) for t in (50e-6, 100e-6, 1e-3, 10e-3)],
            "doorbell": doorbell(20_000), **fence()}
     print(f"CPU: {out['cpu_model']} ({out['cpus']} CPUs)")
     for p in out["timed_park"]:

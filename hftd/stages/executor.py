@@ -24,7 +24,7 @@ Market data is cheap when nobody trades an instrument: a batch's instrument colu
 ring's envelope) picks the ticks of instruments with orders at the venue, and only those
 are decoded and fed to the fill model, one by one and in order; of the others only the last
 tick per instrument is decoded, once per pass, for its price (price bands, P&L). Market
-data wakes a parked executor while it has orders working, or once MD_WAKE ticks (128) waits
+data wakes a parked executor while it has orders working, or once MD_WAKE ticks (128) wait
 (see `sleep_for`). Marking open positions to market (unrealised P&L, the daily loss limit)
 happens at most once per `MARK_INTERVAL_NS` (and at the end): fills move positions at once,
 their money reaches the stats block and the loss limit with the next mark.
