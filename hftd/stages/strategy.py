@@ -696,8 +696,8 @@ class StrategyStage(Agent):
             k, cols = tick_columns(r.ring, pos, n)
         if cols is None:
             evs = r.read(self.decode_tick, k)
-        elif self.batched and self.skip_to <= pos:
-            return self._take_columns(cols, pos)
+        elif self.skip_to <= pos:
+            return self._take_columns(cols, pos) if self.batched else self._take_run(cols, pos)
         else:
             evs = cols.ticks()
         if self.skip_to > pos:
@@ -736,36 +736,72 @@ class StrategyStage(Agent):
         return self._ticks_taken(pos, taken, taken - (1 if self.ticks_ended else 0), replays,
                                  gaps, expect, evs[0].seq)
 
-    def _take_columns(self, cols: TickColumns, pos: int) -> int:
-        """A run of ticks to a strategy with `on_ticks`: one call for the run, after the same
-        book-keeping as `on_tick`'s loop done column-wise (replays dropped, gaps counted,
-        last prices). `tick_started` covers the whole run before the call: a restart skips
-        it. Orders sent from the call carry the run's last tick's seq (the executor feeds its
-        market data up to it first) and its first tick's t_ingest (tick-to-trade counts
-        the wait of the run's oldest tick)."""
+    def _screen(self, cols: TickColumns, fresh) -> tuple[TickColumns, int, int, int]:
+        """The book-keeping of `on_tick`'s loop, done column-wise for a run (`fresh`: its
+        `_fresh` mask): (the run without the ticks routed before, how many those were,
+        sequence gaps, the next expected seq); `seen_seq` is brought up to the run's last
+        tick of each instrument."""
         n = len(cols)
-        first_seq = int(cols.seq[0])
-        fresh = self._fresh(cols.seq, cols.instrument)
         replays = 0
         if fresh is not None:
             replays = n - int(np.count_nonzero(fresh))
             cols = cols.select(fresh)
         expect = self.expect_seq
         gaps = 0
-        m = len(cols)
-        if m:
-            seq, inst, price = cols.seq, cols.instrument, cols.price
+        if len(cols):
+            seq = cols.seq
             if self.check_seq:
                 gaps = int(0 <= expect != seq[0]) + int(np.count_nonzero(np.diff(seq) != 1))
                 expect = int(seq[-1]) + 1
             last = self._last_at
             last.fill(-1)
-            np.maximum.at(last, inst, np.arange(m))
-            seen, last_price = self.seen_seq, self.api.last_price
+            np.maximum.at(last, cols.instrument, np.arange(len(cols)))
+            seen = self.seen_seq
             for i in np.flatnonzero(last >= 0).tolist():
-                j = last[i]
-                seen[i] = int(seq[j])
-                last_price[i] = int(price[j])
+                seen[i] = int(seq[last[i]])
+        return cols, replays, gaps, expect
+
+    def _take_run(self, cols: TickColumns, pos: int) -> int:
+        """A run of ticks to `on_tick`, one at a time: replays and gaps screened column-wise
+        first, so the loop does only what must be done per tick (its `tick_started` mark
+        before the call, and the last price, which the strategy may read for any
+        instrument: never ahead of the tick it is handed)."""
+        n = len(cols)
+        first_seq = int(cols.seq[0])
+        fresh = self._fresh(cols.seq, cols.instrument)
+        # each tick's tick_started mark: its ring position + 1 (the replays get none)
+        marks = (range(pos + 1, pos + n + 1) if fresh is None else
+                 (np.flatnonzero(fresh) + (pos + 1)).tolist())
+        cols, replays, gaps, expect = self._screen(cols, fresh)
+        api = self.api
+        on_tick = self.strategy.on_tick
+        last_price = api.last_price
+        started_q, started_i = self._started_q, self._started_i
+        try:
+            for ev, mark in zip(cols.ticks(), marks):
+                started_q[started_i] = mark  # before on_tick: a restart skips it
+                api.tick = ev
+                last_price[ev.instrument] = ev.price
+                on_tick(ev)
+        finally:
+            api.tick = None
+        return self._ticks_taken(pos, n, n, replays, gaps, expect, first_seq)
+
+    def _take_columns(self, cols: TickColumns, pos: int) -> int:
+        """A run of ticks to a strategy with `on_ticks`: one call for the run, after the same
+        book-keeping as `on_tick`'s loop done column-wise (`_screen`, and the last prices).
+        `tick_started` covers the whole run before the call: a restart skips it. Orders sent
+        from the call carry the run's last tick's seq (the executor feeds its market data up
+        to it first) and its first tick's t_ingest (tick-to-trade counts the wait of the
+        run's oldest tick)."""
+        n = len(cols)
+        first_seq = int(cols.seq[0])
+        cols, replays, gaps, expect = self._screen(cols, self._fresh(cols.seq, cols.instrument))
+        if len(cols):
+            seq, inst, price = cols.seq, cols.instrument, cols.price
+            last_price, last = self.api.last_price, self._last_at  # as _screen left it
+            for i in np.flatnonzero(last >= 0).tolist():
+                last_price[i] = int(price[last[i]])
             self._started_q[self._started_i] = pos + n  # before on_ticks: a restart skips them
             api = self.api
             api.tick = Tick(int(seq[-1]), int(cols.t_ingest.min()), int(inst[-1]),
