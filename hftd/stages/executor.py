@@ -366,6 +366,10 @@ class Executor(Agent):
             if not self.book.restore(o, so.state, so.filled, so.fill_value):
                 orphans += 1
                 continue
+            if not self.restarted:  # an earlier run's: not among this run's sent and acks;
+                # counted by the state the store kept, before the log's answers apply (an
+                # ACK applied below is this run's ack of a restored pending order)
+                (self.c_restored_acked if so.state else self.c_restored_pending).add()
             self.live[inst] += 1
             self.live_np[inst] += 1
         self.c_orphan_orders.set(orphans)
@@ -404,8 +408,6 @@ class Executor(Agent):
             self.venue.restore(o.strategy, o.client_id, o.instrument, o.side, o.qty, o.filled,
                                o.ord_type, o.tif, o.price, o.state != 0, now)
             self.c_restored_orders.add()
-            if not self.restarted:  # an earlier run's: not among this run's sent and acks
-                (self.c_restored_acked if o.state else self.c_restored_pending).add()
             lo = self.vlog.orders.get(o.client_id)
             for what, qty, price in (lo.requests if lo is not None else ()):
                 if what == "C":  # (in the log already: carried out, not logged again)
