@@ -83,10 +83,12 @@ def wrap(line: str, width: int) -> list[str]:
     so they read as one item. Every character but the spaces at the breaks is kept."""
     if columns(line) <= width:
         return [line]
-    indent = " " * min(len(line) - len(line.lstrip(" ")) + 4, width // 2)
+    body = line.lstrip(" ")
+    own = line[:len(line) - len(body)]
+    indent = " " * min(len(own) + 4, width // 2)
     out: list[str] = []
-    cur = ""
-    for word in line.split(" "):
+    cur = own[:width // 2]
+    for word in body.split(" "):
         lead = cur + " " if cur.strip() else cur
         if columns(lead + word) <= width:
             cur = lead + word

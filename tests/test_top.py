@@ -125,6 +125,8 @@ def test_wrap_keeps_every_character_and_counts_wide_ones_as_two_columns():
         assert all(columns(piece) <= width for piece in out), width
         assert "".join(line.split()) == "".join("".join(out).split())
     assert wrap("short", 80) == ["short"]
+    indented = wrap("  orders: " + "word " * 30, 40)
+    assert indented[0].startswith("  orders: word") and indented[1].startswith("      word")
 
 
 def test_the_frame_fits_80_columns_and_long_names_get_their_own_line(plant):
