@@ -13,6 +13,7 @@ the screen, which would break drawing from the top). Output that is not a termin
 
 from __future__ import annotations
 
+import io
 import os
 import select
 import shutil
@@ -123,8 +124,11 @@ class Screen:
 
     def __init__(self, stream=sys.stdout):
         self.stream = stream
-        self.fd = stream.fileno()
-        self.tty = stream.isatty() and os.environ.get("TERM") != "dumb"
+        try:
+            self.fd = stream.fileno()
+        except (AttributeError, io.UnsupportedOperation):  # e.g. click's test runner
+            self.fd = None
+        self.tty = self.fd is not None and stream.isatty() and os.environ.get("TERM") != "dumb"
         self.frames = 0
 
     def __enter__(self):
@@ -160,6 +164,10 @@ class Screen:
     def _write(self, text: str) -> None:
         """One write(2) per frame (the rest, if the terminal took only part)."""
         self.stream.flush()
-        data = text.encode(self.stream.encoding or "utf-8", errors="replace")
+        if self.fd is None:
+            self.stream.write(text)
+            self.stream.flush()
+            return
+        data = text.encode(getattr(self.stream, "encoding", None) or "utf-8", errors="replace")
         while data:
             data = data[os.write(self.fd, data):]

@@ -176,23 +176,23 @@ def test_top_shows_the_last_10_s_in_80_columns_and_says_when_the_instance_exited
         wait_running(instance)
         top = subprocess.Popen(HFTD + ["top", "--instance", instance, "--interval", "0.5"],
                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=env)
+                               stderr=subprocess.PIPE, env=env)
         try:
-            out = ""
+            got = b""
             deadline = time.monotonic() + 90
-            os.set_blocking(top.stdout.fileno(), False)
-            while not TEN_S.search(out):
-                assert time.monotonic() < deadline and top.poll() is None, out[-3000:]
-                select.select([top.stdout], [], [], 1.0)
-                out += top.stdout.read() or ""
+            while not TEN_S.search(got.decode()):
+                assert time.monotonic() < deadline and top.poll() is None, got[-3000:]
+                if select.select([top.stdout], [], [], 1.0)[0]:
+                    got += os.read(top.stdout.fileno(), 65536)
             proc.send_signal(signal.SIGINT)
             rest, err = top.communicate(timeout=90)
-            out += rest
+            out, err = (got + rest).decode(), err.decode()
         finally:
             if top.poll() is None:
                 top.kill()
                 top.communicate()
-        assert proc.wait(60) == 0
+        proc.communicate(timeout=60)
+        assert proc.returncode == 0
     assert top.returncode == 3, err
     lines = out.splitlines()
     assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
@@ -280,7 +280,7 @@ def test_top_on_a_terminal_redraws_in_place_quits_on_q_and_notices_a_killed_inst
         try:
             raw = _read_until(master, top, lambda t: t.count("hftd top:") >= 2)
             proc.kill()  # SIGKILL: no drain, its shared memory left behind
-            proc.wait(30)
+            proc.communicate(timeout=30)
             raw += _read_until(master, top, lambda t: False)  # until it has exited
             assert top.wait(30) == 3
         finally:
