@@ -24,8 +24,9 @@ from hftd.monitor import History, Reading, difference
 from hftd.terminal import columns, fit, wrap
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-# the window is the last 10 s and up to one refresh more: its length is what is shown
-TEN_S = re.compile(r"^latency: +-+ last 1[01] s -+", re.M)
+# the window is the last 10 s and up to one refresh more: its length is what is shown (the
+# rates row over it has figures once there is a window; "-" before)
+TEN_S = re.compile(r"^  last 1[01] s +[\d,]+ +[\d,]+ +[\d,]+ +[\d,]+$", re.M)
 TOML = "[producer.synthetic]\nrate = 5000.0\n"
 
 
@@ -198,8 +199,8 @@ def test_top_shows_the_last_10_s_in_80_columns_and_says_when_the_instance_exited
     assert all(len(line) <= 80 for line in lines), [line for line in lines if len(line) > 80]
     frames = _frames(out)
     assert len(frames) >= 20
-    ten = next(f for f in frames if TEN_S.search(f))
-    assert re.search(r"^  last 1[01] s +[\d,]+ ", ten, re.M)  # ticks/s over the last 10 s
+    ten = next(f for f in frames if TEN_S.search(f))  # rates over the last 10 s
+    assert re.search(r"^latency: +-+ last 1[01] s -+  -+ lifetime -+$", ten, re.M)
     row = re.search(r"^  tick-to-trade +(\S+) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+) +(\S+)$",
                     ten, re.M)
     assert row and row.group(1) != "-" and row.group(3) != "0", ten  # p50, count of 10 s
