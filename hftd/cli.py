@@ -332,9 +332,13 @@ def conditions_remove(config_path, instance, strategy, cond_id, force):
 
 def _view(config_path, instance, as_json=False):
     """The running instance, or exit 3 (LSB: program is not running) with a clear message."""
+    return _attach(*_find(config_path, instance), as_json)
+
+
+def _attach(name, rec, as_json=False):
+    """The view of instance `name` whose supervisor is `rec` (`_find`'s), or exit 3."""
     from .monitor import InstanceView, NotRunning
 
-    name, rec = _find(config_path, instance)
     try:
         if rec is None:
             raise NotRunning(f"instance {name!r} is not running")
@@ -380,23 +384,51 @@ def status(config_path, instance, as_json):
               help="Seconds between refreshes.")
 @click.option("--iterations", type=click.IntRange(min=1), help="Stop after this many refreshes.")
 def top(config_path, instance, interval, iterations):
-    """A live view of a running instance; q or Ctrl-C quits."""
-    from .console import render
-    from .monitor import NotRunning
-    from .terminal import KeyReader
+    """A live view of a running instance, redrawn in place: agents, rates and latency of the
+    last 10 s beside lifetime ones, rings, orders, positions. q or Ctrl-C quits.
 
-    view = _view(config_path, instance)
+    Exit status 0 when quit (or after --iterations), 3 when the instance is not running: it
+    was not when top started, or it exited while top watched it (top then says when, and
+    what its shared memory last said)."""
+    import time
+
+    from .console import instance_state, top_frame
+    from .monitor import History, Presence
+    from .terminal import KeyReader, Screen
+
+    name, rec = _find(config_path, instance)
+    view = _attach(name, rec)
+    presence = Presence(name, rec, view)
+    history = History(span_s=10.0)
     n = 0
-    last = None  # rates come from refresh to refresh: none on the first
+    seen = time.time()  # when the instance was last seen running
+    gone = st = None
     try:
-        with KeyReader() as keys:
+        with KeyReader() as keys, Screen() as screen:
             while True:
+                gone = presence.gone()
+                # after it has gone, the memory still mapped holds its last figures: they are
+                # the last frame
                 try:
-                    st = view.status(rate_window_s=0, since=last)
-                    last = view.sample()
-                except FileNotFoundError:
-                    raise NotRunning("the instance stopped")
-                click.echo("\x1b[H\x1b[2J" + render(st) + "\n\n(q or Ctrl-C to quit)", nl=True)
+                    snaps = view.snapshots()
+                    history.add(view.reading(snaps))
+                    st = view.status(rate_window_s=0, snaps=snaps)
+                except OSError as e:  # what it reads beside its shared memory went with it
+                    gone = gone or presence.gone() or f"it could not be read: {e}"
+                    break
+                wall = seen if gone else time.time()
+                uptime = max(wall - rec.started, 1e-9)
+                lately = {"interval": history.interval(), "window": history.window(),
+                          "uptime_s": uptime,
+                          "lifetime_rates_per_s": {k: v / uptime for k, v in
+                                                   history.newest.counts.items()}}
+                screen.draw(top_frame(st, lately, now=time.strftime("%H:%M:%S %Z"),
+                                      state="EXITED" if gone else
+                                      instance_state(st["agents"])),
+                            footer="" if gone else "(q or Ctrl-C to quit)")
+                if gone:
+                    break
+                seen = wall
                 n += 1
                 if iterations and n >= iterations:
                     break
@@ -404,7 +436,36 @@ def top(config_path, instance, interval, iterations):
                     break
     except KeyboardInterrupt:
         pass
-    except NotRunning as e:
-        click.echo(f"hftd: {e}", err=True)
     finally:
         view.close()
+    if gone:
+        _exited(name, rec, gone, seen, st["agents"] if st else {})
+
+
+def _exited(name, rec, why, seen, agents):
+    """Say that the instance `top` watched has exited, and exit 3."""
+    import time
+
+    from . import identity
+    from .terminal import fit, size
+
+    if identity.alive(rec):  # its shared memory went first: the process ends right after
+        deadline = time.monotonic() + 5.0
+        while identity.alive(rec) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not identity.alive(rec):
+            why += f", then supervisor pid {rec.pid} ended"
+        else:
+            why += f"; supervisor pid {rec.pid} still finishing"
+    stamp = "%H:%M:%S %Z"
+    states = ", ".join(f"{a} {s['state']}" for a, s in agents.items())
+    lines = [f"hftd: instance {name!r} exited between {time.strftime(stamp, time.localtime(seen))}"
+             f" and {time.strftime(stamp)} ({why})"]
+    if agents:
+        lines.append(f"  agents' last states: {states}" + (
+            " (drained and stopped)" if all(s["state"] == "stopped" for s in agents.values())
+            else " (stopped: drained; exited: left on a signal; any other: killed)"))
+    lines.append(f"  its exit status went to what started it (a shell, or systemd: systemctl "
+                 f"status hftd@{name})")
+    click.echo("\n".join(fit(lines, size()[0])), err=True)
+    sys.exit(3)
