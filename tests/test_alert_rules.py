@@ -86,7 +86,12 @@ def _exported_names(plant) -> set[str]:
             return _pfcf_metrics(feed, venue)
 
     text += render(Pfcf()).decode()
-    return set(re.findall(r"^(hftd_[a-z0-9_]+)", text, re.M))
+    # by the TYPE lines: a planted instance has no process, so no CPU or heartbeat samples
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (hftd_[a-z0-9_]+) (\w+)$", text, re.M):
+        names |= {name + s for s in ("_bucket", "_sum", "_count")} if kind == "histogram" \
+            else {name}
+    return names
 
 
 def _metric_names(expr: str) -> set[str]:

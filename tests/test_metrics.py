@@ -172,13 +172,13 @@ def test_a_heartbeat_read_after_now_is_age_0_not_negative(plant):
                 if n == "hftd_agent_heartbeat_age_seconds" and ls["stage"] == "producer"]
 
 
-def test_latency_bounds_are_hftd_bucket_edges_dense_from_1us_to_10ms():
+def test_latency_bounds_are_hftd_bucket_edges_dense_from_1us_past_10ms():
     b = [int(x) for x in _BOUNDS_NS]
-    assert b == sorted(set(b)) and len(b) == len(LATENCY_BUCKETS_S) == 124
+    assert b == sorted(set(b)) and len(b) == len(LATENCY_BUCKETS_S) == 166
     for x in b:  # an edge: the value and the one below it are in different buckets
         assert histogram.bucket_of(x) != histogram.bucket_of(x - 1), x
-    dense = [x for x in b if 1_000 <= x <= 16_000_000]
-    assert dense[0] <= 1_024 and dense[-1] >= 10_000_000
+    dense = [x for x in b if 1_000 <= x <= 1_100_000_000]
+    assert dense[0] <= 1_024 and dense[-1] >= 1_000_000_000
     assert max(hi / lo for lo, hi in zip(dense, dense[1:])) < 1.095
     assert LATENCY_BUCKETS_S[-1] >= 5.0
 
@@ -200,10 +200,11 @@ def _prometheus_quantile(q: float, bounds_s, cumulative, total) -> float:
 @pytest.mark.parametrize("seed", range(6))
 def test_prometheus_p99_of_the_exported_buckets_is_within_10_percent_of_hftds(seed):
     """Exact counts at each bound (checked against numpy on the raw samples), and the
-    quantile Prometheus would interpolate from them within 10 % of hftd's own p99, for
-    latencies spread over the range where budgets live."""
+    p50, p90 and p99 Prometheus would interpolate from them within 10 % of hftd's own, for
+    latencies whose percentiles lie between 1 us and 0.98 s (past that the bounds are a
+    power of two apart)."""
     rng = np.random.default_rng(seed)
-    median_ns = [3_000, 20_000, 150_000, 900_000, 2_500_000, 6_000_000][seed]
+    median_ns = [2_000, 20_000, 150_000, 1_000_000, 5_000_000, 30_000_000][seed]
     samples = rng.lognormal(math.log(median_ns), 0.8, 20_000).astype(np.int64)
     h = histogram.Histogram(np.zeros(histogram.WORDS, np.int64))
     h.record_many(samples)
@@ -213,6 +214,7 @@ def test_prometheus_p99_of_the_exported_buckets_is_within_10_percent_of_hftds(se
     assert cum.tolist() == [int((samples < b).sum()) for b in _BOUNDS_NS]
     for q in (0.5, 0.9, 0.99):
         ours = snap.percentile(q * 100) / 1e9
+        assert 1e-6 <= ours <= 0.98
         theirs = _prometheus_quantile(q, LATENCY_BUCKETS_S, cum, snap.count)
         assert abs(theirs - ours) <= 0.10 * ours, (q, theirs, ours)
 

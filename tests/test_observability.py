@@ -178,7 +178,7 @@ def test_metrics_text_is_prometheus_clients_byte_for_byte(running):
     reg = CollectorRegistry(auto_describe=False)
     reg.register(Snapshot())
     ours = render(Snapshot())
-    assert b"hftd_tick_to_trade_seconds_bucket{le=" in ours
+    assert f'hftd_tick_to_trade_seconds_bucket{{instance="{running.instance}",le='.encode() in ours
     assert ours == generate_latest(reg)
 
 
