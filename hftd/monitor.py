@@ -76,7 +76,9 @@ class InstanceView:
         for a in self.agents:
             b = self.blocks[a.name]
             pid = b.pid
-            age = (now - b.heartbeat_ns) / 1e9 if b.heartbeat_ns else None
+            # an agent may beat between `now` and this read: its age is 0, never negative
+            hb = b.heartbeat_ns
+            age = max(now - hb, 0) / 1e9 if hb else None
             alive = pid > 0
             cpu = rss = None
             if alive:

@@ -64,7 +64,8 @@ strategy and routed instrument the position and its money (`pos.`, `avg.`, `real
 `unrealized.`, `fees.`, `tax.`, `volume.` + strategy + "." + symbol; money in hundredths of the
 currency, `avg` in millionths of a tick), each strategy's last client id (`last_id.<strategy>`),
 the daily P&L (`day_pnl`, hundredths) and counters of refusals by reason
-(`risk_reject.<REASON>`) and of illegal transitions.
+(`risk_reject.<REASON>`; split into NEW orders refused, `reject.<REASON>`, and cancels or
+replaces refused, `cancel_reject.<REASON>`) and of illegal transitions.
 
 The daily loss limit counts from the start of the trading day (`executor.day_starts_at`, local
 time at `executor.utc_offset`): at the first mark of a new day each position's net P&L becomes
@@ -250,6 +251,8 @@ class Executor(Agent):
                     ("reports_resent", COUNTER), ("requests_skipped", COUNTER),
                     ("requests_redone", COUNTER), ("requests_resent", COUNTER),
                     *((f"risk_reject.{r.name}", COUNTER) for r in REASONS),
+                    *((f"reject.{r.name}", COUNTER) for r in REASONS),
+                    *((f"cancel_reject.{r.name}", COUNTER) for r in REASONS),
                     *_venue_values(cfg),
                     *per_strategy),
             histograms=("stage", "tick_to_trade"),
@@ -288,9 +291,16 @@ class Executor(Agent):
         self.c_by_kind = {_ACK: self.c_acks, _REJECT: self.c_rejects, _FILL: self.c_fills,
                           _CANCELED: self.c_canceled, _EXPIRED: self.c_expired,
                           _REPLACED: self.c_replaced, _CANCEL_REJECTED: self.c_cancel_rejects}
+        # every refusal by reason, and the same split by what was refused: a NEW order
+        # (REJECT) or a cancel or replace (CANCEL_REJECTED), so /metrics can say how many
+        # orders were refused for each reason without counting refused cancels among them
         self.c_reject_by = [None] * (max(RejectReason) + 1)
+        self.c_new_reject_by = [None] * (max(RejectReason) + 1)
+        self.c_cancel_reject_by = [None] * (max(RejectReason) + 1)
         for r in REASONS:
             self.c_reject_by[r] = st.value(f"risk_reject.{r.name}")
+            self.c_new_reject_by[r] = st.value(f"reject.{r.name}")
+            self.c_cancel_reject_by[r] = st.value(f"cancel_reject.{r.name}")
         self.latency = ctx.histogram("stage")
         self.t2t = ctx.histogram("tick_to_trade")
         self.book = OrderBook()
@@ -927,6 +937,7 @@ class Executor(Agent):
             self.latency.record(now - ev.t_ingest)
             self.c_rejects.add()
             self.c_reject_by[reason].add()
+            self.c_new_reject_by[reason].add()
             self._send(s, OrderReport(0, ev.t_ingest, oid, _REJECT, inst, ev.side, ev.qty, ev.price,
                                       reason, 0, 0, s.vseq))
             return
@@ -994,6 +1005,7 @@ class Executor(Agent):
         """A cancel or replace refused here, before the venue."""
         self.c_cancel_rejects.add()
         self.c_reject_by[reason].add()
+        self.c_cancel_reject_by[reason].add()
         o = self.book.get(ev.order_id)
         filled, leaves = (o.filled, o.leaves) if o is not None and o.strategy == s.index else (0, 0)
         self._send(s, OrderReport(0, ev.t_ingest, ev.order_id, _CANCEL_REJECTED, ev.instrument,
@@ -1034,6 +1046,8 @@ class Executor(Agent):
             counted[kind].add()
             if reason:  # a REJECT's, a CANCEL_REJECTED's
                 self.c_reject_by[reason].add()
+                (self.c_cancel_reject_by if kind == _CANCEL_REJECTED
+                 else self.c_new_reject_by)[reason].add()
             if kind == _FILL:  # the order, its position and the sequence: one journaled step
                 self._fill(s, o, qty, price, seq)
                 if o.state == _FILLED:
