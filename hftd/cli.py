@@ -103,13 +103,14 @@ def agent(role, name, instance, runtime_dir, supervisor_pid):
     if role == "strategy" and not name:
         raise click.UsageError("role strategy needs --name")
     try:
-        code = agent_main(role, name, instance, runtime_dir)
+        code = agent_main(role, name, instance, runtime_dir)  # it logs its own failures
     except SystemExit as e:
         code = e.code
-    except BaseException:
-        import traceback
+    except BaseException:  # (KeyboardInterrupt, say, while it was still importing)
+        from .log import get
 
-        traceback.print_exc()
+        who = f"strategy.{name}" if role == "strategy" else role
+        get(f"hftd[{instance}] {who}").critical("error: uncaught exception", exc_info=True)
         code = 1
     _exit(code)
 
@@ -121,7 +122,9 @@ def _exit(code) -> None:
     import threading
 
     if isinstance(code, str):
-        print(code, file=sys.stderr)
+        from .log import get
+
+        get("hftd agent").error(code)
         code = 1
     code = 0 if code is None else code
     main_thread = threading.main_thread()

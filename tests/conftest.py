@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,18 @@ def run_hftd(instance, tmp_path):
         return hftd("run", "--config", str(cfg), *args, timeout=timeout)
 
     return _run
+
+
+# a line hftd logs anywhere but to journald (hftd.log): local time to the ms, level, text
+LOG_LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) "
+                      r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) (.*)")
+
+
+def log_records(text: str) -> list[tuple[str, str]]:
+    """(level, text) of each record in `text`, hftd's stderr read from a pipe or a file; a
+    line that is not a record's first (a traceback's) is left out."""
+    return [(m.group(2), m.group(3)) for line in text.splitlines()
+            if (m := LOG_LINE.fullmatch(line))]
 
 
 def start_hftd(instance, tmp_path, *args, toml: str = "") -> subprocess.Popen:
