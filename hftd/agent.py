@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 
 import msgspec
@@ -263,6 +264,7 @@ def main(role: str, name: str | None, instance: str, runtime_dir: str,
     agent_name = topology.strategy_agent(name) if role == "strategy" else role
     hftd_log.setup()  # first: a spec that cannot be read is said as the rest
     log = hftd_log.get(f"hftd[{instance}] {agent_name}")
+    _stdout_is_stderr()
     try:
         return _main(role, agent_name, instance, runtime_dir, known_spec)
     except SystemExit as e:
@@ -273,6 +275,17 @@ def main(role: str, name: str | None, instance: str, runtime_dir: str,
     except Exception:
         log.critical("error: uncaught exception", exc_info=True)
         return 1
+
+
+def _stdout_is_stderr() -> None:
+    """An agent has no stdout of its own: the supervisor's carries the end-of-run summary
+    alone (`hftd run > summary.txt`), so what an agent, or a strategy's `print`, writes there
+    joins the diagnostics on stderr instead."""
+    try:
+        sys.stdout.flush()
+        os.dup2(2, 1)
+    except (OSError, ValueError, AttributeError):  # no stderr, or stdout closed: as it was
+        pass
 
 
 def _main(role: str, agent_name: str, instance: str, runtime_dir: str,

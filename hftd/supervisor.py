@@ -119,7 +119,7 @@ def changed_keys(old, new, path: str = "") -> list[str]:
 
 class Supervisor:
     def __init__(self, cfg: config_mod.Config, duration: float | None = None,
-                 report_path: str | None = None, out=sys.stderr,
+                 report_path: str | None = None, out=None,
                  config_path: str | None = None, overrides: dict | None = None):
         if cfg.producer.feed == "pfcf" or cfg.executor.venue == "pfcf":
             from .pfcf import pin_expiries
@@ -129,7 +129,7 @@ class Supervisor:
         self.instance = cfg.instance
         self.duration = duration
         self.report_path = report_path
-        self.out = out  # the end-of-run summary; the log is hftd.log's
+        self.out = out  # the end-of-run summary (None: stdout); the log is on stderr
         self.log = hftd_log.get(f"hftd[{self.instance}]")
         self.config_path = config_path  # re-read by reload
         self.overrides = overrides
@@ -231,7 +231,9 @@ class Supervisor:
                 self.forkserver.close()
             self._unlock()
         if self.report is not None:
-            print(report_mod.summary_text(self.report), file=self.out, flush=True)
+            # the run's output, not a diagnostic: `hftd run > file` keeps it
+            print(report_mod.summary_text(self.report), file=self.out or sys.stdout,
+                  flush=True)
         if self.abandoned:
             self.log.error("stop abandoned events: " + ", ".join(
                 f"{k} {v}" for k, v in self.abandoned.items()))
