@@ -262,7 +262,7 @@ def main(role: str, name: str | None, instance: str, runtime_dir: str,
     supervisor does (hftd.log), from its first line; what would end it with a traceback or a
     `sys.exit("why")` is logged, with its level and who said it, and it exits 1."""
     agent_name = topology.strategy_agent(name) if role == "strategy" else role
-    hftd_log.setup()  # first: a spec that cannot be read is said as the rest
+    hftd_log.setup()  # the config's level once it is read; a spec that cannot be is said too
     log = hftd_log.get(f"hftd[{instance}] {agent_name}")
     _stdout_is_stderr()
     try:
@@ -293,6 +293,7 @@ def _main(role: str, agent_name: str, instance: str, runtime_dir: str,
     from .stages import ROLES
 
     cfg = load_spec(runtime_dir, instance, known_spec)
+    hftd_log.set_level(cfg.supervisor.log_level)
     spec = {a.name: a for a in topology.agents(cfg)}.get(agent_name)
     if spec is None:
         hftd_log.get("hftd agent").error(f"no agent {agent_name!r} in instance {instance!r}")

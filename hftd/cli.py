@@ -47,8 +47,13 @@ def main():
 @click.option("--instance", help="Instance name (overrides the config's `instance`).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="Write the end-of-run report as JSON to this file.")
-def run(config_path, duration, ticks, rate, instance, report_path):
-    """Run the pipeline in the foreground until Ctrl-C, --duration or --ticks."""
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"],
+                                               case_sensitive=False),
+              help="Log this level and above (overrides the config's supervisor.log_level).")
+def run(config_path, duration, ticks, rate, instance, report_path, log_level):
+    """Run the pipeline in the foreground until Ctrl-C, --duration or --ticks.
+
+    The log (every agent's too) goes to stderr; the end-of-run summary to stdout."""
     from .supervisor import Supervisor
 
     overrides = {}
@@ -61,6 +66,8 @@ def run(config_path, duration, ticks, rate, instance, report_path):
         overrides["producer"] = {"synthetic": synthetic}
     if instance is not None:  # "" is a bad name, not "the config's"
         overrides["instance"] = instance
+    if log_level is not None:  # in the spec the agents read, so they log at it too
+        overrides["supervisor"] = {"log_level": log_level.lower()}
     cfg = _load(config_path, overrides)
     if report_path:
         _check_writable(report_path)

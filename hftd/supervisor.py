@@ -54,6 +54,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)  # drain and stop
 # logrotate's "reopen logs" and stray timers: hftd logs to stderr, nothing to reopen
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 SECOND_SIGNAL_S = 0.25
+STATUS_S = 1.0  # STATUS= this often under systemd when no status line is logged
 # what agents must not inherit from systemd: the notify protocol is the supervisor's alone
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
@@ -171,7 +172,7 @@ class Supervisor:
         runtime directory that must be fixed first)."""
         # the log's form from here on (here, not in the CLI: tests drive the CLI in-process,
         # with a stand-in Supervisor, and the test process's log must stay as it is)
-        hftd_log.setup()
+        hftd_log.setup(self.cfg.supervisor.log_level)
         require_supported_platform()
         agent_mod.pin(self.cfg.supervisor.cpus)
         for sig in STOP_SIGNALS:
@@ -755,11 +756,14 @@ class Supervisor:
             if watchdog and now >= next_watchdog and self._healthy():
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog
-            interval = self.cfg.supervisor.status_interval_s  # reload may change it
-            if interval > 0 and now >= next_status + interval:
+            # reload may change it; under systemd STATUS= is kept current even with no line
+            interval = self.cfg.supervisor.status_interval(systemd=self.notifier.enabled)
+            every = interval or (STATUS_S if self.notifier.enabled else 0)
+            if every > 0 and now >= next_status + every:
                 cur = self.view.sample()
                 line = self._status_line(last, cur)
-                self.log(line)
+                if interval > 0:
+                    self.log(line)
                 self.notifier.status(line)
                 last = cur
                 next_status = now
