@@ -21,6 +21,7 @@ import msgspec
 
 from . import config as config_mod
 from . import idle as idle_mod
+from . import log as hftd_log
 from . import shm, stats, topology
 from .histogram import NullHistogram
 from .ring import Ring, RingReader, RingWriter
@@ -66,8 +67,7 @@ class Agent:
         try:
             cfg = self.ctx.load_spec()
         except Exception as e:  # a bad spec must not take the agent down: keep the old one
-            print(f"hftd[{self.ctx.instance}] {self.ctx.agent}: reload failed, config "
-                  f"unchanged: {e}", file=sys.stderr, flush=True)
+            self.ctx.log.error(f"reload failed, config unchanged: {e}")
             return
         self.ctx.cfg = cfg
         self.ctx.reloads += 1  # the runner picks up a new idle strategy
@@ -94,6 +94,7 @@ class AgentContext:
         self.agent = agent
         self.runtime_dir = runtime_dir
         self.reloads = 0
+        self.log = hftd_log.get(f"hftd[{self.instance}] {agent}")  # its lines say who wrote them
         self.stats = stats.StatsBlock.attach(self.obj(topology.stats_name(agent)))
         self.readers: list[RingReader] = []
         self.writers: list[RingWriter] = []
@@ -207,9 +208,8 @@ def run(agent: Agent, ctx: AgentContext) -> bool:
             time.sleep(0.001)
         if left:
             block.q_header[stats.H_LOST] += left  # the supervisor reports them; the run fails
-            print(f"hftd[{ctx.instance}] {ctx.agent}: leaving on a signal with {left} events it "
-                  f"could not pass on within {DRAIN_ON_SIGNAL_S:g} s (no room downstream)",
-                  file=sys.stderr, flush=True)
+            ctx.log.error(f"leaving on a signal with {left} events it could not pass on within "
+                          f"{DRAIN_ON_SIGNAL_S:g} s (no room downstream)")
     agent.on_close()
     heartbeat(now())
     block.set_state(stats.STOPPED if agent.done else stats.EXITED)
@@ -259,14 +259,45 @@ EXIT_ON_SIGNAL = 128 + signal.SIGTERM  # what an agent that left on a signal exi
 def main(role: str, name: str | None, instance: str, runtime_dir: str,
          known_spec: tuple[bytes, config_mod.Config] | None = None) -> int:
     """Entry point of an agent process (`hftd agent ROLE --instance NAME`, or forked by
-    hftd.forkserver, which passes the spec it knows: see `load_spec`)."""
+    hftd.forkserver, which passes the spec it knows: see `load_spec`). It logs as the
+    supervisor does (hftd.log), from its first line; what would end it with a traceback or a
+    `sys.exit("why")` is logged, with its level and who said it, and it exits 1."""
+    agent_name = topology.strategy_agent(name) if role == "strategy" else role
+    hftd_log.setup()  # the config's level once it is read; a spec that cannot be is said too
+    log = hftd_log.get(f"hftd[{instance}] {agent_name}")
+    _stdout_is_stderr()
+    try:
+        return _main(role, agent_name, instance, runtime_dir, known_spec)
+    except SystemExit as e:
+        if not isinstance(e.code, str):
+            raise
+        log.error(e.code)
+        return 1
+    except Exception:
+        log.critical("error: uncaught exception", exc_info=True)
+        return 1
+
+
+def _stdout_is_stderr() -> None:
+    """An agent has no stdout of its own: the supervisor's carries the end-of-run summary
+    alone (`hftd run > summary.txt`), so what an agent, or a strategy's `print`, writes there
+    joins the diagnostics on stderr instead."""
+    try:
+        sys.stdout.flush()
+        os.dup2(2, 1)
+    except (OSError, ValueError, AttributeError):  # no stderr, or stdout closed: as it was
+        pass
+
+
+def _main(role: str, agent_name: str, instance: str, runtime_dir: str,
+          known_spec: tuple[bytes, config_mod.Config] | None) -> int:
     from .stages import ROLES
 
     cfg = load_spec(runtime_dir, instance, known_spec)
-    agent_name = topology.strategy_agent(name) if role == "strategy" else role
+    hftd_log.set_level(cfg.supervisor.log_level)
     spec = {a.name: a for a in topology.agents(cfg)}.get(agent_name)
     if spec is None:
-        print(f"hftd agent: no agent {agent_name!r} in instance {instance!r}", file=sys.stderr)
+        hftd_log.get("hftd agent").error(f"no agent {agent_name!r} in instance {instance!r}")
         return 2
     # a terminal's hangup is the supervisor's business (it reloads); agents ignore it
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

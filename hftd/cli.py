@@ -47,8 +47,13 @@ def main():
 @click.option("--instance", help="Instance name (overrides the config's `instance`).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False),
               help="Write the end-of-run report as JSON to this file.")
-def run(config_path, duration, ticks, rate, instance, report_path):
-    """Run the pipeline in the foreground until Ctrl-C, --duration or --ticks."""
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error", "critical"],
+                                               case_sensitive=False),
+              help="Log this level and above (overrides the config's supervisor.log_level).")
+def run(config_path, duration, ticks, rate, instance, report_path, log_level):
+    """Run the pipeline in the foreground until Ctrl-C, --duration or --ticks.
+
+    The log (every agent's too) goes to stderr; the end-of-run summary to stdout."""
     from .supervisor import Supervisor
 
     overrides = {}
@@ -61,6 +66,8 @@ def run(config_path, duration, ticks, rate, instance, report_path):
         overrides["producer"] = {"synthetic": synthetic}
     if instance is not None:  # "" is a bad name, not "the config's"
         overrides["instance"] = instance
+    if log_level is not None:  # in the spec the agents read, so they log at it too
+        overrides["supervisor"] = {"log_level": log_level.lower()}
     cfg = _load(config_path, overrides)
     if report_path:
         _check_writable(report_path)
@@ -103,13 +110,14 @@ def agent(role, name, instance, runtime_dir, supervisor_pid):
     if role == "strategy" and not name:
         raise click.UsageError("role strategy needs --name")
     try:
-        code = agent_main(role, name, instance, runtime_dir)
+        code = agent_main(role, name, instance, runtime_dir)  # it logs its own failures
     except SystemExit as e:
         code = e.code
-    except BaseException:
-        import traceback
+    except BaseException:  # (KeyboardInterrupt, say, while it was still importing)
+        from .log import get
 
-        traceback.print_exc()
+        who = f"strategy.{name}" if role == "strategy" else role
+        get(f"hftd[{instance}] {who}").critical("error: uncaught exception", exc_info=True)
         code = 1
     _exit(code)
 
@@ -121,7 +129,9 @@ def _exit(code) -> None:
     import threading
 
     if isinstance(code, str):
-        print(code, file=sys.stderr)
+        from .log import get
+
+        get("hftd agent").error(code)
         code = 1
     code = 0 if code is None else code
     main_thread = threading.main_thread()

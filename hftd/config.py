@@ -547,7 +547,10 @@ class SupervisorConfig(_Base):
     start_timeout_s: float = 20.0  # every agent must be up within this
     stop_timeout_s: float = 10.0  # per agent, while draining front to back
     heartbeat_timeout_s: float = 5.0  # an agent silent this long is considered hung
-    status_interval_s: float = 1.0  # one status line this often; 0 = none
+    # a status line in the log this often; 0 = none; "auto": 1.0, but none under systemd
+    # (NOTIFY_SOCKET set), where STATUS= carries it and a line a second would fill the journal
+    status_interval_s: float | Literal["auto"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     # restart policy, like systemd's RestartSec/StartLimitBurst/StartLimitIntervalSec: a
     # crashed agent is restarted after restart_delay_s, doubling per crash up to
     # restart_delay_max_s; more than restart_burst crashes within restart_window_s and it is
@@ -571,11 +574,19 @@ class SupervisorConfig(_Base):
                              f"restart_delay_max_s ({self.restart_delay_max_s})")
         if not 0 <= self.restart_burst <= 1000:
             raise ValueError(f"restart_burst must be between 0 and 1000, got {self.restart_burst}")
-        _float_in("status_interval_s", self.status_interval_s, 0, DAY_S, why=" (a day)")
+        if self.status_interval_s != "auto":
+            _float_in("status_interval_s", self.status_interval_s, 0, DAY_S, why=" (a day)")
         # below these no run can work: an agent process takes about a second to start
         # (Python, numpy), and the heartbeat check must outlast scheduling delays
         _float_in("start_timeout_s", self.start_timeout_s, 1.0, 1e6)
         _float_in("heartbeat_timeout_s", self.heartbeat_timeout_s, 0.1, 1e6)
+
+    def status_interval(self, systemd: bool) -> float:
+        """Seconds between status lines in the log (0: none): the value set, or for "auto"
+        1.0, and none under systemd (`systemd`: NOTIFY_SOCKET set)."""
+        if self.status_interval_s == "auto":
+            return 0.0 if systemd else 1.0
+        return self.status_interval_s
 
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"

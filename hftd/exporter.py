@@ -22,7 +22,6 @@ import math
 import re
 import socket
 import socketserver
-import sys
 import threading
 import time
 from typing import NamedTuple
@@ -30,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import __version__
+from .log import get as get_log
 from .monitor import InstanceView
 from .topology import MARKET_DATA
 
@@ -666,7 +666,7 @@ class _Handler(socketserver.StreamRequestHandler):
             try:
                 body = render(self.server.collector)
             except Exception as e:  # a scrape must never take the supervisor down
-                print(f"hftd: /metrics failed: {e!r}", file=sys.stderr, flush=True)
+                get_log("hftd").error(f"/metrics failed: {e!r}")
                 return self._reply(500, b"collecting the metrics failed\n")
             self._reply(200, body, head=request[0] == b"HEAD")
         except OSError:  # the client went away, or was too slow

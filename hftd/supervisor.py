@@ -32,6 +32,7 @@ from . import agent as agent_mod
 from . import commands
 from . import config as config_mod
 from . import forkserver, identity, lifeline, procfs
+from . import log as hftd_log
 from . import report as report_mod
 from . import control as control_mod
 from . import shm, stats, topology
@@ -53,6 +54,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)  # drain and stop
 # logrotate's "reopen logs" and stray timers: hftd logs to stderr, nothing to reopen
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 SECOND_SIGNAL_S = 0.25
+STATUS_S = 1.0  # STATUS= this often under systemd when no status line is logged
 # what agents must not inherit from systemd: the notify protocol is the supervisor's alone
 _PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
 
@@ -118,7 +120,7 @@ def changed_keys(old, new, path: str = "") -> list[str]:
 
 class Supervisor:
     def __init__(self, cfg: config_mod.Config, duration: float | None = None,
-                 report_path: str | None = None, out=sys.stderr,
+                 report_path: str | None = None, out=None,
                  config_path: str | None = None, overrides: dict | None = None):
         if cfg.producer.feed == "pfcf" or cfg.executor.venue == "pfcf":
             from .pfcf import pin_expiries
@@ -128,7 +130,8 @@ class Supervisor:
         self.instance = cfg.instance
         self.duration = duration
         self.report_path = report_path
-        self.out = out
+        self.out = out  # the end-of-run summary (None: stdout); the log is on stderr
+        self.log = hftd_log.get(f"hftd[{self.instance}]")
         self.config_path = config_path  # re-read by reload
         self.overrides = overrides
         self.runtime_dir = cfg.resolved_runtime_dir()
@@ -160,9 +163,6 @@ class Supervisor:
         self.abandoned: dict[str, int] = {}
         self.lost: dict[str, int] = {}
 
-    def log(self, msg: str) -> None:
-        print(f"hftd[{self.instance}]: {msg}", file=self.out, flush=True)
-
     def obj(self, what: str) -> str:
         return shm.object_name(self.instance, what)
 
@@ -170,6 +170,9 @@ class Supervisor:
     def run(self) -> int:
         """The whole life of the instance; returns the exit status (0 ok, 1 failure, 2 a
         runtime directory that must be fixed first)."""
+        # the log's form from here on (here, not in the CLI: tests drive the CLI in-process,
+        # with a stand-in Supervisor, and the test process's log must stay as it is)
+        hftd_log.setup(self.cfg.supervisor.log_level)
         require_supported_platform()
         agent_mod.pin(self.cfg.supervisor.cpus)
         for sig in STOP_SIGNALS:
@@ -183,18 +186,18 @@ class Supervisor:
             identity.check_runtime_dir(self.runtime_dir, create=True)
             self._lock()
         except identity.RuntimeDirError as e:
-            self.log(f"error: {e}")
+            self.log.error(f"error: {e}")
             return 2
         except (identity.IdentityError, shm.NameTaken) as e:
-            self.log(f"error: {e}")
+            self.log.error(f"error: {e}")
             return 1
         except OSError as e:
-            self.log(f"error: cannot take the instance lock {self.lock.path}: {e.strerror}")
+            self.log.error(f"error: cannot take the instance lock {self.lock.path}: {e.strerror}")
             return 1
         try:
             self._check_state()
         except (identity.RuntimeDirError, store_mod.StateError) as e:
-            self.log(f"error: {e}")
+            self.log.error(f"error: {e}")
             self._unlock()
             return 2
         t0 = time.monotonic()
@@ -203,11 +206,12 @@ class Supervisor:
             self._start_forkserver()  # first: before any thread, shared memory or socket
             self._create()
             self.server = control_mod.Server(
-                control_mod.socket_path(self.runtime_dir, self.instance), self._command, self.log)
+                control_mod.socket_path(self.runtime_dir, self.instance), self._command,
+                self.log.warning)  # (it says only what failed)
             self._serve_metrics()
             rc = self._monitor() if self._start_all() else 0
         except (SupervisorError, shm.NameTaken, OSError) as e:
-            self.log(f"error: {e}")
+            self.log.error(f"error: {e}")
             self.failed = True
             rc = 1
         finally:
@@ -217,7 +221,7 @@ class Supervisor:
             try:
                 self.report = self._final_report(time.monotonic() - t0)
             except Exception as e:  # the report must never keep shm from being removed
-                self.log(f"could not build the report: {e!r}")
+                self.log.error(f"could not build the report: {e!r}")
             if self.server is not None:
                 self.server.close()
             if self.metrics_server is not None:
@@ -228,22 +232,24 @@ class Supervisor:
                 self.forkserver.close()
             self._unlock()
         if self.report is not None:
-            print(report_mod.summary_text(self.report), file=self.out, flush=True)
+            # the run's output, not a diagnostic: `hftd run > file` keeps it
+            print(report_mod.summary_text(self.report), file=self.out or sys.stdout,
+                  flush=True)
         if self.abandoned:
-            self.log("stop abandoned events: " + ", ".join(
+            self.log.error("stop abandoned events: " + ", ".join(
                 f"{k} {v}" for k, v in self.abandoned.items()))
             rc = rc or 1
         if self.lost:
-            self.log("events lost by agents that left on a signal (held, no room downstream): "
-                     + ", ".join(f"{k} {v}" for k, v in self.lost.items()))
+            self.log.error("events lost by agents that left on a signal (held, no room "
+                           "downstream): " + ", ".join(f"{k} {v}" for k, v in self.lost.items()))
             rc = rc or 1
         if self.report is not None and self.report["invariants"]:
             for why in self.report["invariants"]:
-                self.log(f"invariant failed: {why}")
+                self.log.error(f"invariant failed: {why}")
             rc = rc or 1
         quarantined = [a.name for a in self.agents if a.quarantined]
         if quarantined:
-            self.log(f"quarantined during the run: {' '.join(quarantined)}")
+            self.log.error(f"quarantined during the run: {' '.join(quarantined)}")
             rc = rc or 1
         if self.report is not None and self.report_path:
             try:
@@ -251,7 +257,8 @@ class Supervisor:
                     msgspec.json.encode(self.report), indent=2) + b"\n")
                 self.log(f"report written to {self.report_path}")
             except OSError as e:
-                self.log(f"error: cannot write the report to {self.report_path}: {e.strerror}")
+                self.log.error(f"error: cannot write the report to {self.report_path}: "
+                               f"{e.strerror}")
                 rc = rc or 1
         return rc
 
@@ -276,8 +283,8 @@ class Supervisor:
         try:
             stale = shm.remove_leftovers(self.instance, keep_lock=True)
             if stale:
-                self.log(f"removed {len(stale)} stale shared-memory objects of a crashed earlier "
-                         f"run: {' '.join(stale)}")
+                self.log.warning(f"removed {len(stale)} stale shared-memory objects of a crashed "
+                                 f"earlier run: {' '.join(stale)}")
             squat = identity.squatters(self.instance)
             if squat:
                 raise identity.IdentityError(
@@ -336,11 +343,11 @@ class Supervisor:
                      (self.cfg.symbols()[i] for i in self.cfg.routes(sc))}
             for p in positions:
                 if p.qty and (p.strategy, p.symbol) not in pairs:
-                    self.log(f"warning: {path} holds an open position of {p.qty} {p.symbol} "
-                             f"for strategy {p.strategy}, which this config does not trade: "
-                             f"kept, untouched")
+                    self.log.warning(f"warning: {path} holds an open position of {p.qty} "
+                                     f"{p.symbol} for strategy {p.strategy}, which this config "
+                                     f"does not trade: kept, untouched")
             if st.replayed_journal:
-                self.log(f"state store {path}: completed an update interrupted by a crash")
+                self.log.warning(f"state store {path}: completed an update interrupted by a crash")
             if self.cfg.executor.venue == "sim" and self.cfg.executor.sim.log:
                 check_log(venue_log_path(self.cfg), st.venue_seq)
             if self.cfg.producer.record:
@@ -404,7 +411,7 @@ class Supervisor:
             self.forkserver = forkserver.ForkServer.start(self.cfg, self.runtime_dir,
                                                           self.lock.fd)
         except (forkserver.ForkServerError, OSError) as e:
-            self.log(f"agents start as new interpreters (no fork server: {e})")
+            self.log.warning(f"agents start as new interpreters (no fork server: {e})")
 
     def _spawn(self, a: _Agent) -> None:
         role = a.spec.role
@@ -415,7 +422,7 @@ class Supervisor:
             try:
                 a.proc = self.forkserver.spawn(role, name)
             except forkserver.ForkServerError as e:
-                self.log(f"{e}: agents start as new interpreters from now on")
+                self.log.warning(f"{e}: agents start as new interpreters from now on")
                 self._drop_forkserver()
         if a.proc is None:
             cmd = forkserver.agent_argv(role, name, self.instance, self.runtime_dir, os.getpid())
@@ -492,8 +499,8 @@ class Supervisor:
             self.metrics_server, bound = serve(self.view, host, port)
         except OSError as e:
             # trading does not depend on it: say so loudly and go on
-            self.log(f"WARNING: cannot serve metrics on {self.cfg.metrics.listen} ({e.strerror}); "
-                     f"/metrics is off for this run")
+            self.log.warning(f"WARNING: cannot serve metrics on {self.cfg.metrics.listen} "
+                             f"({e.strerror}); /metrics is off for this run")
             return
         self.log(f"metrics on http://{host}:{bound}/metrics")
 
@@ -517,7 +524,8 @@ class Supervisor:
         assert cmd in ("pause", "resume"), cmd
         self.paused = cmd == "pause"
         n = self._broadcast(ControlKind.PAUSE if self.paused else ControlKind.RESUME)
-        self.log(f"trading {'paused (kill switch on)' if self.paused else 'resumed'} by request")
+        said = self.log.warning if self.paused else self.log.info  # no trading: a warning
+        said(f"trading {'paused (kill switch on)' if self.paused else 'resumed'} by request")
         return control_mod.Reply(True, f"{cmd} sent to {n} agents")
 
     def _agent_command(self, name: str, args: dict):
@@ -598,7 +606,7 @@ class Supervisor:
         return control_mod.Reply(True, f"reloaded: {', '.join(changed)}")
 
     def _refuse_reload(self, why: str) -> control_mod.Reply:
-        self.log(f"reload refused, nothing changed: {why}")
+        self.log.warning(f"reload refused, nothing changed: {why}")
         return control_mod.Reply(False, f"reload refused, nothing changed: {why}")
 
     def _send(self, agent: str, kind: int, arg: int = 0) -> bool:
@@ -632,8 +640,8 @@ class Supervisor:
             self.alarms_seen = total
             if not self.paused:
                 self.paused = True
-                self.log("ALARM raised by an agent: kill switch on everywhere (hftd resume to "
-                         "trade again)")
+                self.log.critical("ALARM raised by an agent: kill switch on everywhere (hftd "
+                                  "resume to trade again)")
                 self._broadcast(ControlKind.PAUSE)
 
     def _check_agents(self) -> None:
@@ -656,8 +664,8 @@ class Supervisor:
                     continue
                 self._crashed(a, describe_exit(rc, a.block.state))
             elif a.block.state == stats.RUNNING and not a.block.fresh(now_ns, hb_limit):
-                self.log(f"agent {a.name} (pid {a.proc.pid}) silent for "
-                         f"{(now_ns - a.block.heartbeat_ns) / 1e9:.1f} s: killing it")
+                self.log.error(f"agent {a.name} (pid {a.proc.pid}) silent for "
+                               f"{(now_ns - a.block.heartbeat_ns) / 1e9:.1f} s: killing it")
                 a.proc.kill()
                 a.proc.wait()
                 self._crashed(a, "hung")
@@ -677,9 +685,9 @@ class Supervisor:
             raise SupervisorError(f"{what}: giving up")
         delay = min(sc.restart_delay_max_s, sc.restart_delay_s * 2 ** (n - 1))
         a.restart_at = now + delay
-        self.log(f"agent {a.name} {why}: restarting it in {delay:.2f} s (crash {n} of at most "
-                 f"{sc.restart_burst} within {sc.restart_window_s:g} s); it resumes at its "
-                 f"rings' cursors")
+        self.log.warning(f"agent {a.name} {why}: restarting it in {delay:.2f} s (crash {n} of at "
+                         f"most {sc.restart_burst} within {sc.restart_window_s:g} s); it resumes "
+                         f"at its rings' cursors")
 
     def _quarantine(self, a: _Agent, why: str) -> None:
         a.quarantined = True
@@ -687,9 +695,9 @@ class Supervisor:
         a.block.set_state(stats.QUARANTINED)
         self._send("dispatcher", ControlKind.QUARANTINE, a.index)
         self._send("executor", ControlKind.QUARANTINE, a.index)
-        self.log(f"ALARM: {why}: strategy quarantined: kill switch on for it, its resting "
-                 f"orders canceled, its ticks no longer fed (counted); the other strategies "
-                 f"keep trading")
+        self.log.critical(f"ALARM: {why}: strategy quarantined: kill switch on for it, its "
+                          f"resting orders canceled, its ticks no longer fed (counted); the other "
+                          f"strategies keep trading")
         if all(q.quarantined for q in self.agents if q.spec.role == "strategy"):
             raise SupervisorError("every strategy is quarantined: nothing left to trade")
 
@@ -722,15 +730,15 @@ class Supervisor:
         last = self.view.sample()
         while True:
             if self.ignored_signal:
-                self.log(f"{signal.Signals(self.ignored_signal).name} ignored (SIGINT/SIGTERM "
-                         f"stop, SIGHUP reloads)")
+                self.log.warning(f"{signal.Signals(self.ignored_signal).name} ignored "
+                                 f"(SIGINT/SIGTERM stop, SIGHUP reloads)")
                 self.ignored_signal = 0
             if self.reload_requested:
                 self.reload_requested = False
                 try:
                     self._reload()
                 except Exception as e:  # a reload must never take the instance down
-                    self.log(f"reload failed, nothing changed: {e!r}")
+                    self.log.error(f"reload failed, nothing changed: {e!r}")
             if self.stop_requested:
                 self.log("stopping: draining the pipeline front to back")
                 return 0
@@ -748,11 +756,14 @@ class Supervisor:
             if watchdog and now >= next_watchdog and self._healthy():
                 self.notifier.watchdog()
                 next_watchdog = now + watchdog
-            interval = self.cfg.supervisor.status_interval_s  # reload may change it
-            if interval > 0 and now >= next_status + interval:
+            # reload may change it; under systemd STATUS= is kept current even with no line
+            interval = self.cfg.supervisor.status_interval(systemd=self.notifier.enabled)
+            every = interval or (STATUS_S if self.notifier.enabled else 0)
+            if every > 0 and now >= next_status + every:
                 cur = self.view.sample()
                 line = self._status_line(last, cur)
-                print(line, file=self.out, flush=True)
+                if interval > 0:
+                    self.log(line)
                 self.notifier.status(line)
                 last = cur
                 next_status = now
@@ -789,7 +800,7 @@ class Supervisor:
             try:
                 self._check_agents()
             except SupervisorError as e:
-                self.log(f"while stopping: {e}")
+                self.log.error(f"while stopping: {e}")
                 break
             self._flush_control()
             while waiting_for < len(self.agents) and self.agents[waiting_for].out:
@@ -799,15 +810,15 @@ class Supervisor:
                 drained = True
                 break
             if time.monotonic() > deadline:
-                self.log(f"agent {self.agents[waiting_for].name} did not finish within "
-                         f"{timeout:g} s: abandoning the drain")
+                self.log.error(f"agent {self.agents[waiting_for].name} did not finish within "
+                               f"{timeout:g} s: abandoning the drain")
                 break
             if self.server is not None:
                 self.server.poll(0.02)
             else:
                 time.sleep(0.02)
         if self.force:
-            self.log("second signal: stopping now, without waiting for the rings to drain")
+            self.log.warning("second signal: stopping now, without waiting for the rings to drain")
         self._terminate_all(0.4 if self.force else 2.0)
         if not drained:
             self.abandoned = self._left_in_rings()
@@ -821,7 +832,7 @@ class Supervisor:
             try:
                 a.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                self.log(f"agent {a.name} did not exit on SIGTERM: killing it")
+                self.log.warning(f"agent {a.name} did not exit on SIGTERM: killing it")
                 a.proc.kill()
                 a.proc.wait()
 

@@ -380,7 +380,7 @@ def test_hftd_run_replays_a_day_and_reports_every_row(run_hftd, tmp_path):
     assert got == _expected_per_instrument(ticks)
     assert t["progress"]["percent"] == 100.0 and t["progress"]["name"] == path
     assert rep["invariants"] == []
-    assert "taifex replay: file 1/1" in res.stderr and "rows read" in res.stderr
+    assert "taifex replay: file 1/1" in res.stdout and "rows read" in res.stdout  # the summary
     assert res.stderr.count("Daily_2026_12_01.zip:Daily_2026_12_01.csv: line ") == 1
 
 

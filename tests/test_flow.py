@@ -285,7 +285,7 @@ params = {{ sleep_us = 20, every = 50, out = "{tmp_path}/rec.json" }}
     else:
         assert f["dropped"] + rep["flow"]["rings"]["ticks.sample"]["dropped"] > 0
         assert f["conflated"] == 0
-    print("\n" + "\n".join(l for l in res.stderr.splitlines() if l.startswith("accounting")))
+    print("\n" + "\n".join(l for l in res.stdout.splitlines() if l.startswith("accounting")))
 
 
 def _rss(pids):

@@ -361,7 +361,8 @@ def test_no_silence_alarm_while_closed_and_silence_counts_from_the_opening(creds
     assert len(f.alarms()) == 1
 
 
-def test_the_producer_counts_a_silence_alarm_and_the_supervisor_pauses_on_it(creds_env, plant):
+def test_the_producer_counts_a_silence_alarm_and_the_supervisor_pauses_on_it(creds_env, plant,
+                                                                             capsys):
     from hftd.stages import Producer
 
     p = plant({"producer": {"feed": "pfcf"},
@@ -380,11 +381,9 @@ def test_the_producer_counts_a_silence_alarm_and_the_supervisor_pauses_on_it(cre
         prod.do_work()
     assert prod.ctx.stats.get("alarms") == 1
     sup = p.sup
-    import io
-
-    sup.out = io.StringIO()  # (its default, the sys.stdout of import time, may be closed)
+    capsys.readouterr()
     sup._check_alarms()
-    assert sup.paused and "ALARM raised by an agent: kill switch on" in sup.out.getvalue()
+    assert sup.paused and "ALARM raised by an agent: kill switch on" in capsys.readouterr().err
 
 
 # --- end to end ------------------------------------------------------------------------------

@@ -196,14 +196,14 @@ def test_a_recorded_run_replays_with_the_same_ticks_and_the_same_orders(run_hftd
     assert res.returncode == 0, res.stderr
     rec1 = _load_dir(tmp_path / "rec1")
     assert rec1["seq"].tolist() == list(range(30_000))
-    assert "recording to " in res.stderr
+    assert "recording to " in res.stdout  # the summary
     toml, sent2 = _toml(tmp_path, "replay", record=tmp_path / "rec2", replay=tmp_path / "rec1")
     res = run_hftd("--report", str(tmp_path / "r2.json"), toml=toml)
     assert res.returncode == 0, res.stderr
     rep = json.loads((tmp_path / "r2.json").read_text())
     assert rep["invariants"] == [] and rep["recording"]["fed"] == 30_000
     assert rep["recording"]["progress"]["percent"] == 100.0
-    assert "recording replay: file 1/1" in res.stderr
+    assert "recording replay: file 1/1" in res.stdout
     _same_ticks(rec1, _load_dir(tmp_path / "rec2"))
     a, b = json.loads(sent1.read_text()), json.loads(sent2.read_text())
     assert a["n"] == b["n"] == 30_000 and len(a["sent"]) == 1500 and a["sent"] == b["sent"]

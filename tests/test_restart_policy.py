@@ -63,7 +63,7 @@ def test_a_crashing_strategy_is_quarantined_and_the_other_gets_every_tick(instan
     assert 0 < bad_ring["consumed"] <= RAISE_AT + 2
     assert bad["restart_skipped"] >= 2 and bad["reconciled"] == 2  # the batch up to each poison tick
     assert bad["ticks_in"] == bad_ring["consumed"]
-    assert f"+ quarantined {disp['quarantined.bad']}" in err
+    assert f"+ quarantined {disp['quarantined.bad']}" in out  # the summary
     ex = rep["stages"]["executor"]["values"]
     assert ex["quarantined"] == 1
     # the good strategy's orders all went through and were answered

@@ -22,7 +22,7 @@ from hftd.identity import check_state_dir
 from hftd.ring import RingWriter
 from hftd.stages import StrategyStage
 from hftd.stages.common import end_of_stream
-from conftest import hftd_running, kill_agent
+from conftest import hftd_running, kill_agent, log_records
 
 COUNTER = "tests.strategies:Counter"
 tick_enc = Codec(TickStream)
@@ -319,10 +319,11 @@ def test_a_corrupt_state_file_is_one_line_per_attempt_then_the_strategy_is_quara
                  + "[supervisor]\nrestart_burst = 1\n")
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr, r.stderr
-    refused = [line for line in r.stderr.splitlines() if "strategy state file" in line]
-    assert refused == [f"hftd[{instance}] strategy.sample: error: strategy state file {path} is "
-                       f"unusable: JSON is malformed: invalid character (byte 0); fix it or move "
-                       f"it away (the strategy's state is not reset in its place)"] * 2, r.stderr
+    refused = [rec for rec in log_records(r.stderr) if "strategy state file" in rec[1]]
+    assert refused == [("ERROR", f"hftd[{instance}] strategy.sample: error: strategy state file "
+                                 f"{path} is unusable: JSON is malformed: invalid character (byte "
+                                 f"0); fix it or move it away (the strategy's state is not reset "
+                                 f"in its place)")] * 2, r.stderr
     assert "agent strategy.sample exited with code 2" in r.stderr
     assert "quarantined" in r.stderr
     assert path.read_bytes() == b"garbage"

@@ -70,8 +70,8 @@ def test_momentum_orders_end_in_one_terminal_state_and_both_books_agree(run_hftd
     # a failure says which limit (found: 306 rejects on a machine at load 5, reasons cut off)
     assert o["rejects"] == 0, (o["rejects_by_reason"], o)
     assert len(rep["positions"]["rows"]) == 5
-    assert "positions and P&L (TWD" in res.stderr and "P&L: net" in res.stderr
-    assert "accounting: orders: sent" in res.stderr
+    assert "positions and P&L (TWD" in res.stdout and "P&L: net" in res.stdout  # the summary
+    assert "accounting: orders: sent" in res.stdout
     assert shm.leftovers(instance) == []
 
 

@@ -50,7 +50,6 @@ a fraction of a second old), so a repeat or a gap across the restart is still fo
 from __future__ import annotations
 
 import collections
-import sys
 import threading
 import time
 from decimal import Decimal, InvalidOperation
@@ -59,6 +58,7 @@ import numpy as np
 
 from . import FeedBatch
 from .. import pfcf
+from ..log import get as get_log
 
 # counters of the feed (producer values `feed.<name>`); messages = every trade message taken
 COUNTS = ("messages", "ticks", "lots", "duplicates", "gap_lots", "bad_price", "bad_qty",
@@ -77,7 +77,8 @@ _NS = 1_000_000_000
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Where a feed made without `log` (a tool, a test) says what went wrong."""
+    get_log("hftd").warning(msg)
 
 
 def _nothing() -> None:
@@ -125,15 +126,18 @@ class _Contract:
 
 
 class PfcfFeed:
-    """The live feed. `log(msg)`: a line to the producer's log; `wake()`: rings the
-    producer's doorbell (called on unitrade's thread); `wall_ns()`: the wall clock (trading
-    hours, exchange dates); `api`: a logged-in session (tests; None: log in here)."""
+    """The live feed. `log(msg)`: a line to the producer's log (a warning: what failed);
+    `info(msg)`: a lifecycle line (logging in, subscribed; `log` when not given); `wake()`:
+    rings the producer's doorbell (called on unitrade's thread); `wall_ns()`: the wall clock
+    (trading hours, exchange dates); `api`: a logged-in session (tests; None: log in here)."""
 
     exhausted = False
 
-    def __init__(self, cfg, log=_stderr, wake=_nothing, wall_ns=time.time_ns, api=None):
+    def __init__(self, cfg, log=_stderr, wake=_nothing, wall_ns=time.time_ns, api=None,
+                 info=None):
         pc = cfg.pfcf
         self.log = log
+        self.info = log if info is None else info
         self.wake = wake
         self.wall_ns = wall_ns
         self.bound = pc.queue
@@ -160,7 +164,7 @@ class PfcfFeed:
         if api is None:
             creds = pfcf.load_credentials(pc.credentials)
             self.redact = creds.redact
-            log(f"logging in to PFCF at {creds.url} (quotes)")
+            self.info(f"logging in to PFCF at {creds.url} (quotes)")
             api = pfcf.login(creds, connect=self._attach,
                              workdir=pfcf.workdir(cfg.resolved_state_dir()))
         else:
@@ -212,7 +216,7 @@ class PfcfFeed:
             except Exception as e:  # the library's own failure (not connected, ...)
                 ok, msg = False, f"{type(e).__name__}: {e}"
             if ok:
-                self.log(f"pfcf feed: subscribed to the trades of {code}")
+                self.info(f"pfcf feed: subscribed to the trades of {code}")
                 continue
             left.append(code)
             why = self.redact(msg) or "no reason given"

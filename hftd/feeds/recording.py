@@ -42,11 +42,11 @@ import json
 import os
 import re
 import struct
-import sys
 
 import numpy as np
 
 from . import files_named
+from ..log import get as get_log
 from .replay import FileReplay
 
 MAGIC = b"HFTDREC\0"
@@ -278,7 +278,8 @@ def load(path: str):
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Where a feed made without `log` (a tool, a test) says what went wrong."""
+    get_log("hftd").warning(msg)
 
 
 def _nothing() -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 import datetime
 import os
 import re
-import sys
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from decimal import Decimal
 import numpy as np
 
 from . import files_named
+from ..log import get as get_log
 from .replay import FileReplay
 
 HEADER = "成交日期,商品代號,到期月份(週別),成交時間,成交價格,成交數量(B+S),近月價格,遠月價格,開盤集合競價"
@@ -391,7 +391,8 @@ def parse(name: str, raw: bytes, cons: list[Contract], beat=_nothing) -> Day:
 
 
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    """Where a feed made without `log` (a tool, a test) says what went wrong."""
+    get_log("hftd").warning(msg)
 
 
 class TaifexFeed(FileReplay):

@@ -76,7 +76,6 @@ on across the new day (the operator resumes).
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import msgspec
@@ -433,8 +432,7 @@ class Executor(Agent):
             try:
                 self._venue_events(self.venue.reconcile())
             except PfcfError as e:
-                print(f"hftd[{self.ctx.instance}] executor: error: {e}", file=sys.stderr,
-                      flush=True)
+                self.ctx.log.error(f"error: {e}")
                 self.venue.close()
                 raise SystemExit(2) from None
         self.c_working_orders.set(self.book.n_working)
@@ -456,7 +454,6 @@ class Executor(Agent):
         from .. import pfcf
         from ..venues.pfcf import COUNTERS, PfcfVenue
 
-        who = f"hftd[{ctx.instance}] executor"
         st = ctx.stats
         values = {k: st.value(f"venue.{k}") for k in (*COUNTERS, "connected")}
         journal = os.path.join(cfg.resolved_state_dir(), f"pfcf-orders.{ctx.instance}.log")
@@ -464,16 +461,16 @@ class Executor(Agent):
         try:
             creds = pfcf.load_credentials(cfg.pfcf.credentials)
             v = PfcfVenue(cfg, None, "", {}, values, wake=ctx.doorbell.release,
-                          log=lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
+                          log=ctx.log.warning,  # refusals, errors: its lines are warnings
                           journal=journal, redact=creds.redact)
-            print(f"{who}: logging in to PFCF at {creds.url} (orders)", file=sys.stderr,
-                  flush=True)  # (it may take a while: unitrade's HTTP calls wait up to 30 s)
+            # (it may take a while: unitrade's HTTP calls wait up to 30 s)
+            ctx.log.info(f"logging in to PFCF at {creds.url} (orders)")
             api = pfcf.login(creds, connect=v.attach,
                              workdir=pfcf.workdir(cfg.resolved_state_dir()))
             v.account = pfcf.account_of(api, creds, cfg.pfcf.account)
             v.set_codes(pfcf.contract_codes(cfg.instruments))
         except (pfcf.PfcfError, StateError) as e:  # (StateError: the order journal's file)
-            print(f"{who}: error: {e}", file=sys.stderr, flush=True)
+            ctx.log.error(f"error: {e}")
             if v is not None:
                 v.close()
             raise SystemExit(2) from None
@@ -1163,8 +1160,7 @@ class Executor(Agent):
         pauses trading everywhere until `hftd resume`."""
         if not self.c_paused.value:
             self.c_alarms.add()
-            print(f"hftd[{self.ctx.instance}] executor: ALARM: {why}; kill switch on",
-                  file=sys.stderr, flush=True)
+            self.ctx.log.critical(f"ALARM: {why}; kill switch on")
         self.risk.pause()
         self.c_paused.set(1)
 

@@ -34,7 +34,6 @@ producer (which logs in again and continues: there is no position to resume) kee
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -166,11 +165,10 @@ class Producer(Agent):
         if not restarted or not pinned.value:
             pinned.set(now)
         elif pinned.value != now:
-            print(f"hftd[{ctx.instance}] {ctx.agent}: error: the feed's files "
-                  f"({ctx.cfg.producer.feed} path) changed since this replay started (a file "
-                  f"added, removed or rewritten): it cannot continue where it stopped without "
-                  f"replaying ticks twice or skipping some; start the replay again",
-                  file=sys.stderr, flush=True)
+            ctx.log.error(f"error: the feed's files ({ctx.cfg.producer.feed} path) changed "
+                          f"since this replay started (a file added, removed or rewritten): it "
+                          f"cannot continue where it stopped without replaying ticks twice or "
+                          f"skipping some; start the replay again")
             raise SystemExit(2)
 
     def _make_feed(self, ctx):
@@ -181,7 +179,7 @@ class Producer(Agent):
         try:
             return feeds.make(ctx.cfg, **self._feed_args(ctx))
         except PfcfError as e:  # its message names the URL, never a secret
-            print(f"hftd[{ctx.instance}] {ctx.agent}: error: {e}", file=sys.stderr, flush=True)
+            ctx.log.error(f"error: {e}")
             raise SystemExit(2) from None
 
     # --- [producer] record = DIR ----------------------------------------------------------
@@ -204,15 +202,14 @@ class Producer(Agent):
 
     # --- a file feed's counts and progress (feed = "taifex") ----------------------------
     def _feed_args(self, ctx) -> dict:
-        who = f"hftd[{ctx.instance}] {ctx.agent}"
+        # a feed's lines are problems (a file skipped, rows rejected, a failed subscription)
+        # but for the live feed's few lifecycle lines, which it says through `info`
         if ctx.cfg.producer.feed == "pfcf":
-            return {"log": lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
-                    "wake": ctx.doorbell.release}
+            return {"log": ctx.log.warning, "info": ctx.log.info, "wake": ctx.doorbell.release}
         if ctx.cfg.producer.feed not in ("taifex", "recording"):
             return {}
         block = ctx.stats
-        args = {"log": lambda msg: print(f"{who}: {msg}", file=sys.stderr, flush=True),
-                "beat": lambda: block.heartbeat(time.monotonic_ns())}
+        args = {"log": ctx.log.warning, "beat": lambda: block.heartbeat(time.monotonic_ns())}
         if ctx.cfg.producer.feed == "recording" and ctx.cfg.producer.record:
             # never replay the files this run is recording (same directory, or a glob)
             args["skip_run"] = _run_id(block)
@@ -276,7 +273,6 @@ class Producer(Agent):
         self._l_next = 0
         self._l_lost_said = 0  # monotonic ns of the last "queue full" line
         self._l_lost_unsaid = 0
-        self._l_who = f"hftd[{self.ctx.instance}] {self.ctx.agent}"
         return True
 
     def _live_upkeep(self) -> None:
@@ -287,8 +283,12 @@ class Producer(Agent):
         if f.events:
             for e in f.take_events():
                 what = {"C": "connected", "D": "DISCONNECTED"}.get(e[0])
-                self._log(f"pfcf feed: quote path {what}" if what else
-                          f"pfcf feed: quote path error: {f.redact(e[1]) or '(no text)'}")
+                if what == "connected":
+                    self.ctx.log.info(f"pfcf feed: quote path {what}")
+                else:
+                    self.ctx.log.warning(f"pfcf feed: quote path {what}" if what else
+                                         f"pfcf feed: quote path error: "
+                                         f"{f.redact(e[1]) or '(no text)'}")
             changed = True
         lost = f.take_overflow()
         if lost:
@@ -318,9 +318,9 @@ class Producer(Agent):
     def _say_lost(self, now: int) -> None:
         n, self._l_lost_unsaid = self._l_lost_unsaid, 0
         self._l_lost_said = now
-        self._log(f"pfcf feed: {n} ticks lost: the quote queue was full ([pfcf] queue = "
-                  f"{self.ctx.cfg.pfcf.queue} messages; ring policy {self.flow.policy}: a live "
-                  f"feed cannot wait), counted as dropped")
+        self.ctx.log.warning(f"pfcf feed: {n} ticks lost: the quote queue was full ([pfcf] "
+                             f"queue = {self.ctx.cfg.pfcf.queue} messages; ring policy "
+                             f"{self.flow.policy}: a live feed cannot wait), counted as dropped")
 
     def _live_stats(self) -> None:
         f = self.feed
@@ -346,10 +346,7 @@ class Producer(Agent):
     def _alarm(self, why: str) -> None:
         """A live feed's alarm: counted (the supervisor pauses trading everywhere)."""
         self.c_alarms.add()
-        self._log(f"ALARM: {why}; kill switch on")
-
-    def _log(self, msg: str) -> None:
-        print(f"{self._l_who}: {msg}", file=sys.stderr, flush=True)
+        self.ctx.log.critical(f"ALARM: {why}; kill switch on")
 
     def on_close(self) -> None:
         if self.live:

@@ -50,7 +50,6 @@ import datetime
 import importlib
 import os
 import re
-import sys
 import time
 from typing import Any
 
@@ -333,8 +332,7 @@ class StrategyStage(Agent):
 
     def _bad_state(self, e: StateError) -> None:
         """One line, no traceback, exit 2: the file must be fixed first."""
-        ctx = self.ctx
-        print(f"hftd[{ctx.instance}] {ctx.agent}: error: {e}", file=sys.stderr, flush=True)
+        self.ctx.log.error(f"error: {e}")
         raise SystemExit(EXIT_BAD_STATE) from None
 
     def _begin(self) -> None:
@@ -425,10 +423,8 @@ class StrategyStage(Agent):
         if now - self.save_error_line_ns < SAVE_ERROR_LINE_NS:
             return  # counted; said at most once a second
         self.save_error_line_ns = now
-        ctx = self.ctx
-        print(f"hftd[{ctx.instance}] {ctx.agent}: state not saved to {self.state_file}: "
-              f"{type(e).__name__}: {e} ({self.c_save_errors.value} failed saves so far); "
-              f"trading goes on", file=sys.stderr, flush=True)
+        self.ctx.log.warning(f"state not saved to {self.state_file}: {type(e).__name__}: {e} "
+                             f"({self.c_save_errors.value} failed saves so far); trading goes on")
 
     def on_reload(self, cfg) -> None:
         scfg = next(s for s in cfg.strategies if s.name == self.name)
@@ -479,8 +475,7 @@ class StrategyStage(Agent):
         counter and pauses trading everywhere."""
         if not self.api.paused:
             self.c_alarms.add()
-            print(f"hftd[{self.ctx.instance}] {self.ctx.agent}: ALARM: {why}; kill switch on",
-                  file=sys.stderr, flush=True)
+            self.ctx.log.critical(f"ALARM: {why}; kill switch on")
         self.api.paused = True
         self.c_paused.set(1)
 

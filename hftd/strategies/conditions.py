@@ -22,10 +22,10 @@ migrated`` (a position open under it would otherwise be forgotten and never exit
 from __future__ import annotations
 
 import os
-import sys
 
 from ..trading import OrdState, TimeInForce
 from ..trading.conditions import Condition, ConditionBook, ConditionError, ConditionFileError, Phase
+from ..log import get as get_log
 from .base import StateError, Strategy
 
 _PRICE_KEYS = ("trigger_price", "turning_point", "take_profit_point", "stop_loss_point")
@@ -159,5 +159,5 @@ class Conditions(Strategy):
                 f"{' following' if c.is_following else ''}")
 
     def _log(self, msg: str) -> None:
-        print(f"hftd strategy {self.name}: {msg}", file=sys.stderr, flush=True)
+        get_log(f"hftd strategy {self.name}").info(msg)
 

@@ -47,11 +47,11 @@ from __future__ import annotations
 
 import collections
 import os
-import sys
 import time
 from decimal import Decimal
 
 from .. import pfcf
+from ..log import get as get_log
 from ..events import RejectReason, ReportKind
 from ..trading import OrdType, TimeInForce
 
@@ -147,7 +147,7 @@ class PfcfVenue:
         self.tick = [Decimal(i.tick_size) for i in cfg.instruments]
         self.inbox: collections.deque = collections.deque()  # unitrade's thread -> poll
         self.wake = wake or (lambda: None)
-        self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.log = log or get_log("hftd").warning  # refusals and errors: warnings
         self.redact = redact
         self.values = values or {}
         # a restarted executor's counts go on from its predecessor's (in the stats block)
