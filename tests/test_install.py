@@ -265,3 +265,34 @@ def test_a_python_the_service_could_not_run_is_refused(tmp_path, prints, named):
     assert r.returncode == 1, r.stdout + r.stderr
     assert named in r.stderr and str(fake) in r.stderr, r.stderr
     assert list(root.iterdir()) == []
+
+
+def _unit_lines() -> dict[str, list[str]]:
+    """KEY -> [values] of systemd/hftd@.service, comments left out."""
+    out: dict[str, list[str]] = {}
+    for line in (REPO / "systemd/hftd@.service").read_text().splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_the_unit_runs_each_instance_as_hftd_in_a_directory_of_its_own():
+    """What the design needs of the unit, read from the file (systemd-analyze need not be
+    installed): a runtime directory per instance, the dedicated user, notify from the main
+    process only, SIGTERM to the supervisor alone and no ExecStop, a synchronous reload,
+    realtime not restricted, no LimitMEMLOCK (nothing calls mlockall)."""
+    u = _unit_lines()
+    assert u["RuntimeDirectory"] == ["hftd/%i"] and u["RuntimeDirectoryMode"] == ["0700"]
+    assert u["StateDirectory"] == ["hftd"]
+    assert u["User"] == ["hftd"] and u["Group"] == ["hftd"]
+    assert u["Type"] == ["notify"] and u["NotifyAccess"] == ["main"]
+    assert u["KillMode"] == ["mixed"] and u["KillSignal"] == ["SIGTERM"]
+    assert "ExecStop" not in u
+    assert u["ExecStart"] == ["/opt/hftd/.venv/bin/hftd run --config /etc/hftd/%i.toml "
+                              "--instance %i"]
+    assert u["ExecReload"] == ["/opt/hftd/.venv/bin/hftd reload --instance %i"]
+    assert u["RestrictRealtime"] == ["no"]
+    assert "PrivateUsers" not in u  # README, "Hardening": it hides the supervisor from reload
+    assert "LimitMEMLOCK" not in u
+    assert not any("resources" in f for f in u["SystemCallFilter"] if f.startswith("~"))
