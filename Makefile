@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv bench bench-quick chaos soak install-systemd clean
+.PHONY: run test venv bench bench-quick chaos soak install uninstall clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,29 @@ chaos: $(STAMP)        # 200 SIGKILLs over every agent of a trading run, then it
 soak: $(STAMP)         # 10 minutes at 100k ticks/s: memory of every process and p99 per minute (~11 minutes)
 	$(BIN)/python -m bench.soak --minutes 10 --rate 100000 $(SOAK_ARGS)
 
-install-systemd:
-	install -m 0644 systemd/hftd@.service /etc/systemd/system/hftd@.service
-	systemctl daemon-reload
+# The daemon as a systemd service (README, "systemd"; systemd/install.sh does the work).
+# As root: `make install` lays out $(PREFIX)/.venv, $(SYSCONFDIR)/$(INSTANCE).toml if absent,
+# the user hftd and $(UNITDIR)/hftd@.service; `make install INSTANCE=paper` adds a config.
+# DESTDIR=/some/root stages it all there and touches nothing else (tests, packaging).
+# SERVICE_PYTHON: the service's interpreter, system-wide (user hftd must read it; the unit
+# hides /home and /root). EXTRAS: hftd's extras for the service's venv, e.g. pfcf.
+SERVICE_PYTHON ?= /usr/bin/python3
+PREFIX     ?= /opt/hftd
+SYSCONFDIR ?= /etc/hftd
+UNITDIR    ?= /etc/systemd/system
+BINDIR     ?= /usr/local/bin
+INSTANCE   ?= default
+EXTRAS     ?=
+DESTDIR    ?=
+INSTALL_ENV = SERVICE_PYTHON='$(SERVICE_PYTHON)' PREFIX='$(PREFIX)' SYSCONFDIR='$(SYSCONFDIR)' \
+	UNITDIR='$(UNITDIR)' BINDIR='$(BINDIR)' INSTANCE='$(INSTANCE)' EXTRAS='$(EXTRAS)' \
+	DESTDIR='$(DESTDIR)'
+
+install:
+	$(INSTALL_ENV) systemd/install.sh install
+
+uninstall:             # keeps configs, state and the user (and prints how to remove them)
+	$(INSTALL_ENV) systemd/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .hypothesis

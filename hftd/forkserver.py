@@ -40,6 +40,8 @@ import traceback
 
 import msgspec
 
+from .systemd import PRIVATE_ENV
+
 PR_SET_NAME = 15
 PR_SET_CHILD_SUBREAPER = 36
 REQUEST_TIMEOUT_S = 2.0  # the supervisor's wait for the fork server's answer (a fork takes ~1 ms)
@@ -310,10 +312,9 @@ def _serve(sock: socket.socket, instance: str, runtime_dir: str, supervisor: int
         return ORPHANED
     _reset_signals()
     os.setpgid(0, 0)  # a terminal's Ctrl-C is for the supervisor alone
-    private = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
-    for key in private:
+    for key in PRIVATE_ENV:
         os.environ.pop(key, None)  # the notify protocol is the supervisor's alone
-    _blank_environ(private)
+    _blank_environ(PRIVATE_ENV)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)

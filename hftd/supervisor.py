@@ -44,7 +44,7 @@ from .stages import ROLES
 from .stages.common import offer_control
 from .stages.executor import snapshot_path, state_path, unmanageable, venue_log_path
 from .venues.sim import check_log
-from .systemd import Notifier
+from .systemd import PRIVATE_ENV, Notifier
 
 # config keys `hftd reload` (SIGHUP) may change while running; any other change needs a restart
 LIVE_KEYS = (r"executor\.risk(\..*)?", r"idle(\..*)?", r"supervisor\.status_interval_s",
@@ -55,8 +55,9 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)  # drain and stop
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM)
 SECOND_SIGNAL_S = 0.25
 STATUS_S = 1.0  # STATUS= this often under systemd when no status line is logged
-# what agents must not inherit from systemd: the notify protocol is the supervisor's alone
-_PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID")
+# what a stop needs beyond waiting for one agent's drain: terminating the ones left (2 s at
+# most), the report, removing the shared memory. Added to each EXTEND_TIMEOUT_USEC.
+STOP_SLACK_S = 10.0
 
 
 class SupervisorError(RuntimeError):
@@ -426,7 +427,7 @@ class Supervisor:
                 self._drop_forkserver()
         if a.proc is None:
             cmd = forkserver.agent_argv(role, name, self.instance, self.runtime_dir, os.getpid())
-            env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+            env = {k: v for k, v in os.environ.items() if k not in PRIVATE_ENV}
             # own process group: a terminal's Ctrl-C reaches only the supervisor, which then
             # drains the pipeline in order instead of every agent stopping at once. The lock's
             # descriptor goes along: the instance stays locked while any of its processes lives.
@@ -791,6 +792,8 @@ class Supervisor:
         timeout = self.cfg.supervisor.stop_timeout_s
         waiting_for = 0
         deadline = time.monotonic() + timeout
+        # systemd's TimeoutStopSec would cut a long drain short: ask for each agent's turn
+        self.notifier.extend_timeout(timeout + STOP_SLACK_S)
         drained = False
         while not (self.force or self.failed):
             producer = self.agents[0]
@@ -803,12 +806,15 @@ class Supervisor:
                 self.log.error(f"while stopping: {e}")
                 break
             self._flush_control()
+            was_waiting_for = waiting_for
             while waiting_for < len(self.agents) and self.agents[waiting_for].out:
                 waiting_for += 1
                 deadline = time.monotonic() + timeout
             if waiting_for == len(self.agents):
                 drained = True
                 break
+            if waiting_for != was_waiting_for:
+                self.notifier.extend_timeout(timeout + STOP_SLACK_S)
             if time.monotonic() > deadline:
                 self.log.error(f"agent {self.agents[waiting_for].name} did not finish within "
                                f"{timeout:g} s: abandoning the drain")

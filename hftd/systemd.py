@@ -1,13 +1,22 @@
 """sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET per message.
 
 READY=1 once every agent is up, STATUS=... lines, WATCHDOG=1 only while every agent is
-healthy (at half of $WATCHDOG_USEC), STOPPING=1 on shutdown. Does nothing outside systemd.
+healthy (at half of $WATCHDOG_USEC), STOPPING=1 on shutdown, then EXTEND_TIMEOUT_USEC= while
+the drain goes on. Does nothing outside systemd.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+
+# systemd's variables for the service's main process alone: the supervisor's agents and fork
+# server must not inherit them. An agent that sent on NOTIFY_SOCKET would be ignored and
+# logged by systemd (NotifyAccess=main), or, with a looser setting, could say READY or feed
+# the watchdog for an instance that is not healthy; the LISTEN_* ones hand over descriptors
+# meant for the process whose pid LISTEN_PID names.
+PRIVATE_ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_FDS", "LISTEN_PID",
+               "LISTEN_FDNAMES")
 
 
 class Notifier:
@@ -47,3 +56,8 @@ class Notifier:
 
     def stopping(self) -> None:
         self.notify("STOPPING=1")
+
+    def extend_timeout(self, seconds: float) -> None:
+        """Ask systemd for `seconds` more before it gives up on the current state (the stop:
+        TimeoutStopSec= is a floor, a drain may take longer), counted from now."""
+        self.notify(f"EXTEND_TIMEOUT_USEC={max(1, round(seconds * 1e6))}")
