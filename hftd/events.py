@@ -222,6 +222,12 @@ class TickColumns:
     def __len__(self) -> int:
         return len(self.seq)
 
+    @classmethod
+    def of(cls, ticks) -> "TickColumns":
+        """Columns of decoded `Tick`s (ticks that did not come in the wire form)."""
+        return cls(*(np.array([getattr(t, f) for t in ticks], dtype=np.int64)
+                     for f in TICK_FIELDS))
+
     def select(self, which) -> "TickColumns":
         return TickColumns(*(getattr(self, f)[which] for f in TICK_FIELDS))
 

@@ -304,3 +304,27 @@ def test_a_run_whose_on_ticks_began_is_not_handed_to_the_next_process(plant):
     seat.stage.do_work()
     assert [r[0] for r in seat.s.runs] == [[5]]  # seq 3 and 4 were not handed over again
     assert seat.stat("restart_skipped") == 2 and seat.stat("ticks_in") == 6
+
+
+def test_on_ticks_gets_ticks_in_msgspec_minimal_form_too_and_then_the_end_of_stream(plant):
+    """README: ticks encoded otherwise than in the wire form are decoded as before. For a
+    strategy with on_ticks they must still reach on_ticks (its on_tick is not its code), in
+    order, mixed with wire-form runs; the end of the stream after them stops the strategy."""
+    from hftd.stages.common import end_of_stream
+
+    seat = Seat(plant, cls="tests.strategies:Columns")
+    seat.seq = 0
+    seat.tick(20_000)  # msgspec's own encoding (smallest integers), not the wire form
+    seat.tick(20_001, inst=1)
+    _wire_ticks(seat.ticks, 2, [20_002, 20_003], [0, 1], 500)
+    seat.seq = 4
+    seat.tick(20_004)
+    assert end_of_stream(seat.ticks)
+    for _ in range(5):
+        seat.stage.do_work()
+    s = seat.s
+    assert [seq for run in s.runs for seq in run[0]] == [0, 1, 2, 3, 4]
+    assert [p for run in s.runs for p in run[1]] == [20_000, 20_001, 20_002, 20_003, 20_004]
+    assert seat.stage.api.last_price[:2] == [20_004, 20_003]
+    assert seat.stat("ticks_in") == 5 and seat.stat("seq_gaps") == 0
+    assert seat.stage.stopped

@@ -691,6 +691,14 @@ class StrategyStage(Agent):
             k, cols = tick_columns(r.ring, pos, n)
         if cols is None:
             evs = r.read(self.decode_tick, k)
+            if self.batched and self.skip_to <= pos and evs[0].__class__ is Tick:
+                # ticks encoded otherwise are on_ticks' too (on_tick is not the strategy's
+                # code): the leading ticks as columns; the end of the stream after them is
+                # the next pass's
+                m = 0
+                while m < len(evs) and evs[m].__class__ is Tick:
+                    m += 1
+                return self._take_columns(TickColumns.of(evs[:m]), pos)
         elif self.skip_to <= pos:
             return self._take_columns(cols, pos) if self.batched else self._take_run(cols, pos)
         else:
