@@ -204,6 +204,10 @@ class RingWriter:
         self._doorbell = doorbell
         self.half = ring.capacity // 2
         self.starved = False  # the last claim got fewer slots than it wanted
+        # the waiting flag is the writer's: one killed while parked for room left it up, and
+        # the reader would ring this one, which waits for nothing, at every commit
+        ring.q_header[H_WAITING] = 0
+
     def _too_large(self, n: int) -> PayloadTooLarge:
         r = self.ring
         return PayloadTooLarge(

@@ -147,3 +147,25 @@ def test_adaptive_spins_by_default_only_where_every_agent_and_the_supervisor_hav
     assert idle.spin_us(-1, n_agents=4, cpus=5) == idle.AUTO_SPIN_US
     assert idle.spin_us(35, n_agents=4, cpus=2) == 35  # a configured value is kept
     assert idle.spin_us(0, n_agents=4, cpus=64) == 0
+
+
+def _fill(w: RingWriter, n: int) -> None:
+    assert w.claim(n) == n
+    w.put_rows(0, 0, np.zeros((n, 8), np.uint8))
+    w.publish()
+
+
+def test_a_restarted_writer_starts_with_the_waiting_flag_down(ring, bells):
+    """A writer SIGKILLed while parked for room leaves the ring's waiting flag up; its
+    successor is not waiting (it has claimed nothing), so the reader must not ring it at every
+    commit: the flag is the writer's, and a new writer starts with it down."""
+    wbell = bells("writer")
+    w = RingWriter(Ring.attach(ring.name))
+    _fill(w, 64)
+    assert w.claim(8) == 0 and w.must_wait()
+    w.set_waiting(True)  # parked ... and killed there
+    RingWriter(Ring.attach(ring.name))  # the restarted writer
+    reader = RingReader(ring, writer_bell=wbell)
+    reader.commit(40)  # 24 waiting: past half free, where a waiting writer is rung
+    reader.commit(24)
+    assert wbell.value == 0
