@@ -59,6 +59,11 @@ class Doorbell:
             w.set_waiting(True)
         full_fence()  # the flags' stores before the cursors' loads in sleep_for
         try:
+            # a reader that freed the ring before the flag went up will not ring: look at
+            # the read cursor now (not every agent's sleep_for looks at its outboxes' rings)
+            for w in waiting:
+                if not w.must_wait():
+                    return
             t = sleep_for()
             if t is None or t > self.timeout:
                 t = self.timeout

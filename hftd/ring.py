@@ -232,8 +232,14 @@ class RingWriter:
 
     def must_wait(self) -> bool:
         """Starved, and the reader has not yet freed half the ring: what a parked writer
-        waits for (`set_waiting`; the reader rings once it has). Refreshes the read cursor."""
-        return self.starved and self.free() < self.half
+        waits for (`set_waiting`; the reader rings once it has). Refreshes the read cursor;
+        a writer that finds half the ring free again is no longer starved."""
+        if not self.starved:
+            return False
+        if self.free() < self.half:
+            return True
+        self.starved = False
+        return False
 
     def set_waiting(self, on: bool) -> None:
         """Flag this writer parked until the reader frees half the ring (hftd.idle)."""

@@ -169,3 +169,36 @@ def test_a_restarted_writer_starts_with_the_waiting_flag_down(ring, bells):
     reader.commit(40)  # 24 waiting: past half free, where a waiting writer is rung
     reader.commit(24)
     assert wbell.value == 0
+
+
+class CountingBell:
+    """A doorbell semaphore that records the parks instead of sleeping."""
+
+    value = 0
+
+    def __init__(self):
+        self.parks = []
+
+    def acquire(self, timeout=None):
+        self.parks.append(timeout)
+
+
+def test_a_writer_whose_reader_freed_the_ring_before_the_flag_went_up_does_not_park(ring):
+    """The reader freed the ring between the writer's short claim and the writer raising its
+    waiting flag, so the reader saw no flag and will not ring. The park must see the room (the
+    flag's store, the fence, then the read cursor's load), whatever the agent's sleep_for says
+    (the executor's and the strategy stage's do not look at their outboxes' rings)."""
+    w = RingWriter(Ring.attach(ring.name))
+    reader = RingReader(ring)
+    _fill(w, 64)
+    assert w.claim(8) == 0 and w.starved
+    reader.commit(64)  # drained, no flag up: no ring
+    bell = CountingBell()
+    idle.Doorbell(bell, [], park_us=30_000_000, writers=[w]).park(lambda: None)
+    assert bell.parks == []  # did not sleep: there is room to write
+    assert ring.q_header[5 * 128 // 8] == 0  # the waiting flag is down again
+    # and a writer that is still short of room does park, until rung
+    _fill(w, 64)
+    assert w.claim(8) == 0
+    idle.Doorbell(bell, [], park_us=30_000_000, writers=[w]).park(lambda: None)
+    assert bell.parks == [30.0]
