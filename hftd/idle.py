@@ -52,18 +52,15 @@ class Doorbell:
         self.timeout = park_us / 1e6
 
     def park(self, sleep_for) -> None:
-        waiting = [w for w in self.writers if w.starved]
+        # the writers short of room (a writer that has half its ring free again waits for
+        # nothing: flagged, its reader would ring at every commit while we wait for another)
+        waiting = [w for w in self.writers if w.must_wait()]
         for r in self.readers:
             r.set_asleep(True)
         for w in waiting:
             w.set_waiting(True)
         full_fence()  # the flags' stores before the cursors' loads in sleep_for
         try:
-            # a reader that freed the ring before the flag went up will not ring: look at
-            # the read cursor now (not every agent's sleep_for looks at its outboxes' rings)
-            for w in waiting:
-                if not w.must_wait():
-                    return
             t = sleep_for()
             if t is None or t > self.timeout:
                 t = self.timeout

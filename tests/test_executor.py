@@ -29,9 +29,10 @@ TXF = 0  # the default instruments: TXF (multiplier 200), MXF, TMF, TE, TF
 class Desk:
     """One executor with the test standing in for strategy `sample` and the dispatcher."""
 
-    def __init__(self, plant, latency_us=0.0, **risk):
+    def __init__(self, plant, latency_us=0.0, top=None, **risk):
         limits = {"max_order_qty": 5, "max_position": 3, **risk}
-        self.p = plant({"executor": {"sim": {"latency_us": latency_us}, "risk": limits}})
+        self.p = plant({"executor": {"sim": {"latency_us": latency_us}, "risk": limits},
+                        **(top or {})})
         self.ex = Executor(self.p.context("executor"))
         self.orders = RingWriter(self.p.ring("orders.sample"))
         self.reports = RingReader(self.p.ring("reports.sample"))
@@ -562,3 +563,20 @@ def test_an_order_that_ends_before_its_replace_arrives_releases_what_it_reserved
     got = _kinds(d.got())
     assert (a, K.CANCEL_REJECTED, R.UNKNOWN_ORDER) in got
     assert d.ex.book.working_qty(0, TXF, 1) == 0 and d.stat("illegal_transitions") == 0
+
+
+
+def test_reports_waiting_for_room_end_a_park_once_the_strategy_has_freed_the_ring(plant):
+    """The reports ring was full, so reports wait in the executor's outbox. The strategy then
+    read them all before the executor raised its waiting flag (so it did not ring): sleep_for
+    must see the room and not park, or the reports would wait a whole park (idle.park_us)."""
+    d = Desk(plant, top={"rings": {"reports": {"capacity": 4}}})
+    d.trade(20_000)
+    for _ in range(6):
+        d.new(qty=6)  # over max_order_qty: one REJECT report each
+    d.work()
+    assert len(d.ex.strategies[0].outbox) == 2
+    assert len(d.got()) == 4  # the strategy reads them (no flag up: no ring)
+    assert d.ex.sleep_for() == 0.0
+    d.work()
+    assert len(d.ex.strategies[0].outbox) == 0 and len(d.got()) == 2

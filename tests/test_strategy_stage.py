@@ -27,8 +27,8 @@ tick_enc = Codec(TickStream)
 
 
 class Seat:
-    def __init__(self, plant, cls="tests.strategies:Journal", **scfg):
-        self.p = plant({"strategies": [{"name": "sample", "class": cls, **scfg}]})
+    def __init__(self, plant, cls="tests.strategies:Journal", top=None, **scfg):
+        self.p = plant({"strategies": [{"name": "sample", "class": cls, **scfg}], **(top or {})})
         self.stage = self.start()
         self.orders = RingReader(self.p.ring("orders.sample"))
         self.reports = RingWriter(self.p.ring("reports.sample"))
@@ -328,3 +328,22 @@ def test_on_ticks_gets_ticks_in_msgspec_minimal_form_too_and_then_the_end_of_str
     assert seat.stage.api.last_price[:2] == [20_004, 20_003]
     assert seat.stat("ticks_in") == 5 and seat.stat("seq_gaps") == 0
     assert seat.stage.stopped
+
+
+def test_orders_waiting_for_room_end_a_park_once_the_executor_has_freed_the_ring(plant):
+    """The orders ring was full, so orders wait in the stage's outbox. The executor then took
+    them all before the stage raised its waiting flag (so it did not ring): sleep_for must see
+    the room and not park. While the ring stays full, ticks (which wait with the orders) do
+    not keep the stage awake: it parks until the executor rings."""
+    seat = Seat(plant, top={"rings": {"orders": {"capacity": 4}}})
+    for _ in range(6):
+        seat.s.buy(0, 1, 20_000)
+    assert len(seat.stage.outbox) == 2
+    seat.stage.do_work()
+    assert len(seat.stage.outbox) == 2  # still no room
+    seat.tick(20_000)
+    assert seat.stage.sleep_for() is None  # a tick waits, but behind the orders
+    seat.sent()  # the executor takes all four (no flag up: no ring)
+    assert seat.stage.sleep_for() == 0.0
+    seat.stage.do_work()
+    assert len(seat.stage.outbox) == 0 and len(seat.sent()) == 2

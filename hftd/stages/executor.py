@@ -527,6 +527,10 @@ class Executor(Agent):
         otherwise it is read when something else wakes the executor (an order, which first
         has the venue catch up to its tick): at 10k ticks/s a wake-up per tick would cost
         the strategies a core's worth of scheduling on a small machine."""
+        # reports that wait for room: the strategy rings once it has freed half the ring,
+        # but it may have done so before the waiting flag went up (then it will not ring)
+        if any(s.outbox and not s.outbox.writer.must_wait() for s in self.strategies):
+            return 0.0
         wait = super().sleep_for()
         if wait == 0.0:
             return wait

@@ -441,9 +441,18 @@ class StrategyStage(Agent):
             if not self.asked:
                 return 0.001
             return 0.0 if self.reports.available() > 0 or self.control.available() > 0 else None
-        wait = super().sleep_for()
-        if wait == 0.0:
-            return wait
+        if self.outbox:
+            # orders wait for room, and ticks with them (do_work takes none): only room (the
+            # executor rings once it has freed half the ring; it may have done so before the
+            # waiting flag went up), reports and control end the park
+            if not self.orders.must_wait() or self.reports.available() > 0 or \
+                    self.control.available() > 0:
+                return 0.0
+            wait = None
+        else:
+            wait = super().sleep_for()
+            if wait == 0.0:
+                return wait
         due = []  # a parked stage wakes for its timer and for a save that is due
         if self.timer_ns and not self.stopped:
             due.append(self.next_timer_ns)
