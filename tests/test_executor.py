@@ -569,14 +569,18 @@ def test_an_order_that_ends_before_its_replace_arrives_releases_what_it_reserved
 def test_reports_waiting_for_room_end_a_park_once_the_strategy_has_freed_the_ring(plant):
     """The reports ring was full, so reports wait in the executor's outbox. The strategy then
     read them all before the executor raised its waiting flag (so it did not ring): sleep_for
-    must see the room and not park, or the reports would wait a whole park (idle.park_us)."""
+    must see the room and not park, or the reports would wait a whole park (idle.park_us).
+    While the ring stays full, the strategy's next requests (which wait behind its reports)
+    do not keep the executor awake: it parks until the strategy rings."""
     d = Desk(plant, top={"rings": {"reports": {"capacity": 4}}})
     d.trade(20_000)
     for _ in range(6):
         d.new(qty=6)  # over max_order_qty: one REJECT report each
     d.work()
     assert len(d.ex.strategies[0].outbox) == 2
+    d.new(qty=6)  # waits behind the reports
+    assert d.ex.sleep_for() is None
     assert len(d.got()) == 4  # the strategy reads them (no flag up: no ring)
     assert d.ex.sleep_for() == 0.0
     d.work()
-    assert len(d.ex.strategies[0].outbox) == 0 and len(d.got()) == 2
+    assert len(d.ex.strategies[0].outbox) == 0 and len(d.got()) == 3

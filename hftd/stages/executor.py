@@ -527,13 +527,18 @@ class Executor(Agent):
         otherwise it is read when something else wakes the executor (an order, which first
         has the venue catch up to its tick): at 10k ticks/s a wake-up per tick would cost
         the strategies a core's worth of scheduling on a small machine."""
-        # reports that wait for room: the strategy rings once it has freed half the ring,
-        # but it may have done so before the waiting flag went up (then it will not ring)
-        if any(s.outbox and not s.outbox.writer.must_wait() for s in self.strategies):
+        if self.control.available() > 0:
             return 0.0
-        wait = super().sleep_for()
-        if wait == 0.0:
-            return wait
+        for s in self.strategies:
+            if s.outbox:
+                # its reports wait for room, and its orders with them (do_work takes none):
+                # the strategy rings once it has freed half the ring, but it may have done so
+                # before the waiting flag went up (then it will not ring)
+                if not s.outbox.writer.must_wait():
+                    return 0.0
+            elif not s.orders_ended and s.orders.available() > 0:
+                return 0.0
+        wait = None
         md = self.md
         # rung by the dispatcher for any tick while orders work, else once md_wake wait
         md.set_asleep(True if self.book.n_working else self.md_wake)
