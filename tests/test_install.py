@@ -296,3 +296,20 @@ def test_the_unit_runs_each_instance_as_hftd_in_a_directory_of_its_own():
     assert "PrivateUsers" not in u  # README, "Hardening": it hides the supervisor from reload
     assert "LimitMEMLOCK" not in u
     assert not any("resources" in f for f in u["SystemCallFilter"] if f.startswith("~"))
+
+
+def test_a_second_instance_on_the_same_metrics_address_is_named_at_install(tmp_path):
+    """`make install INSTANCE=paper` next to an existing default.toml writes the same
+    [metrics] listen (127.0.0.1:9464): the instance started second would serve no /metrics.
+    The install says so, naming both files; a config on another port is not named."""
+    root = tmp_path / "root"
+    conf = root / "etc" / "hftd"
+    conf.mkdir(parents=True)
+    (conf / "default.toml").write_text((REPO / "configs" / "hftd.toml").read_text())
+    (conf / "other.toml").write_text('instance = "other"\n[metrics]\nlisten = "127.0.0.1:9465"\n')
+    r = make("install", f"DESTDIR={root}", "INSTANCE=paper")
+    assert r.returncode == 0, r.stdout + r.stderr
+    warnings = [line for line in r.stdout.splitlines() if "/metrics on" in line]
+    assert warnings == ["hftd install: warning: default.toml and paper.toml both serve /metrics "
+                        "on 127.0.0.1:9464 ([metrics] listen): the instance started second "
+                        "has none; give one of them another port"], r.stdout
