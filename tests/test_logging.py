@@ -293,3 +293,31 @@ def test_a_summary_stdout_cannot_take_loses_neither_the_report_nor_the_log(insta
     assert report.exists(), res.stderr
     assert "report written to" in res.stderr
     assert shm.leftovers(instance) == []
+
+
+def test_a_strategy_that_prints_keeps_trading_when_nobody_reads_the_log(instance, tmp_path):
+    """`hftd run 2>&1 | less`, and less is quit (or `| head`, or a `tee` that died): the
+    log's pipe has no reader. The log records are dropped by `logging`; a strategy's own
+    `print` (its stdout is the log's stream) must not raise BrokenPipeError into on_tick
+    either (found: the strategy crashed on every print, was restarted and quarantined, and
+    the run failed)."""
+    cfg = _config(tmp_path, instance, QUIET + '[supervisor]\nrestart_delay_s = 0.05\n'
+                  '[[strategies]]\nname = "sample"\nclass = "tests.strategies:Chatty"\n'
+                  'params = { every = 100 }\n')
+    report = tmp_path / "r.json"
+    out = tmp_path / "out"
+    r, w = os.pipe()
+    os.close(r)  # nobody reads the log
+    try:
+        with open(out, "w") as f:
+            res = _run(cfg, "--ticks", "5000", "--report", str(report), stdout=f, stderr=w)
+    finally:
+        os.close(w)
+    summary = out.read_text()
+    assert res.returncode == 0, summary
+    import json
+
+    rep = json.loads(report.read_text())
+    assert rep["quarantined"] == [], rep["quarantined"]
+    assert "invariants: all hold" in summary, summary
+    assert shm.leftovers(instance) == []
