@@ -229,7 +229,22 @@ running_instances() {
     awk '{print $1}'
 }
 
+# Every directory it writes, checked before anything is made: as a user who cannot write one
+# of them (not root, no DESTDIR), it said "could not create the virtualenv ... (Debian:
+# apt-get install python3-venv)", the wrong cause; with only some writable, it stopped
+# half-way (a venv and no unit).
+check_writable() {
+  local dir probe
+  for dir in "$DESTDIR$PREFIX" "$DESTDIR$SYSCONFDIR" "$DESTDIR$UNITDIR" ${link:+"$DESTDIR$BINDIR"}; do
+    probe=$dir
+    while [[ ! -e $probe ]]; do probe=$(dirname "$probe"); done
+    [[ -d $probe && -w $probe ]] ||
+      die "$probe is not writable by user $(id -un): run it as root (sudo make $action), or stage it with DESTDIR=/some/dir (nothing was changed)"
+  done
+}
+
 if [[ $action == install ]]; then
+  check_writable
   install_venv
   create_user
   install_config

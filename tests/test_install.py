@@ -313,3 +313,51 @@ def test_a_second_instance_on_the_same_metrics_address_is_named_at_install(tmp_p
     assert warnings == ["hftd install: warning: default.toml and paper.toml both serve /metrics "
                         "on 127.0.0.1:9464 ([metrics] listen): the instance started second "
                         "has none; give one of them another port"], r.stdout
+
+
+def test_as_a_user_who_cannot_write_there_it_says_so_and_makes_nothing():
+    """`make install` as a user other than root, without DESTDIR: it names the directory it
+    cannot write and how to go on, before making anything (found: "could not create the
+    virtualenv ... (Debian: apt-get install python3-venv)", the wrong cause). Run as user
+    nobody: the machine's /opt, /etc and /usr/local/bin are not writable by it, so nothing
+    of theirs changes whatever the script does."""
+    import pwd
+
+    if os.getuid() != 0 or not shutil.which("runuser"):
+        pytest.skip("needs root (to run the script as user nobody) and runuser")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    import tempfile
+
+    # (pytest's tmp_path is under a 0700 directory, which user nobody cannot enter)
+    base = Path(tempfile.mkdtemp(prefix="hftd-install-"))
+    try:
+        _install_as_nobody(base)
+    finally:
+        shutil.rmtree(base)
+
+
+def _install_as_nobody(tmp_path: Path) -> None:
+    # a place user nobody may write, under a directory it may not: PREFIX is fine, UNITDIR not
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    mine.chmod(0o777)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o755)
+    tmp_path.chmod(0o755)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(mine),
+           "PREFIX": f"{mine}/opt", "SYSCONFDIR": f"{mine}/etc", "UNITDIR": f"{locked}/system",
+           "BINDIR": ""}
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "env", *[f"{k}={v}" for k, v in
+                                                                  env.items()],
+                        "bash", str(INSTALL_SH), "install"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (f"hftd install: error: {locked} is not writable by user nobody: run it as root "
+            f"(sudo make install), or stage it with DESTDIR=/some/dir (nothing was changed)"
+            in r.stderr), r.stderr
+    assert "python3-venv" not in r.stderr
+    assert os.listdir(mine) == [] and os.listdir(locked) == []  # nothing made
