@@ -287,6 +287,37 @@ def _stdout_is_stderr() -> None:
         os.dup2(2, 1)
     except (OSError, ValueError, AttributeError):  # no stderr, or stdout closed: as it was
         pass
+    # A write to the log's stream must never end the agent: with `hftd run 2>&1 | less` and
+    # less quit (a `tee` that died, `2> /dev/full`), a strategy's print raised
+    # BrokenPipeError into on_tick, so the strategy crashed on its next print, again after
+    # each restart, and was quarantined. logging already drops a record it cannot write.
+    if sys.stdout is not None:  # (None: no stream at all; print() then writes nothing)
+        sys.stdout = _Unfailing(sys.stdout)
+    if sys.stderr is not None:
+        sys.stderr = _Unfailing(sys.stderr)
+
+
+class _Unfailing:
+    """A text stream whose write and flush drop what the stream cannot take (EPIPE, ENOSPC,
+    EIO) instead of raising: nobody is left to read it, and the agent's work goes on."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):  # ValueError: the stream was closed
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):  # fileno, encoding, isatty, ...: the stream's
+        return getattr(self._stream, name)
 
 
 def _main(role: str, agent_name: str, instance: str, runtime_dir: str,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 
 import click
@@ -413,6 +414,15 @@ def top(config_path, instance, interval, iterations):
     n = 0
     seen = time.time()  # when the instance was last seen running
     gone = st = None
+
+    def _quit(signum, frame):
+        raise KeyboardInterrupt
+
+    # SIGTERM (`timeout 60 hftd top`, kill) and SIGHUP (the terminal closed) leave as q and
+    # Ctrl-C do, through the `with` below: found, their default action ended top with the
+    # terminal in cbreak mode (no echo, no line editing) and the cursor hidden
+    signal.signal(signal.SIGTERM, _quit)
+    signal.signal(signal.SIGHUP, _quit)
     try:
         with KeyReader() as keys, Screen() as screen:
             while True:

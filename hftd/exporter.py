@@ -383,11 +383,21 @@ class HftdCollector:
         self._floor: dict[tuple, float] = {}
         self._cpu: dict[str, list] = {}  # agent -> [pid, last CPU seconds, of earlier pids]
         self._classified: dict[tuple, list | None] = {}
+        self._lock = threading.Lock()  # collect(): one scrape at a time
 
     def describe(self):
         return []  # collected fresh on every scrape (prometheus_client's registry asks)
 
     def collect(self):
+        # One scrape at a time, from reading the blocks to updating what was exported: each
+        # scrape runs in a thread of its own (two Prometheus servers scrape at once), and a
+        # scrape that read an agent's old process after another read its restarted one made
+        # `_cpu_total` count a process's CPU time twice, and could store a lower floor over
+        # a higher one (a counter then going backwards). A scrape takes milliseconds.
+        with self._lock:
+            return list(self._collect())
+
+    def _collect(self):
         inst = self.view.cfg.instance
         for fam in self._families():
             for i, s in enumerate(fam.samples):

@@ -234,8 +234,7 @@ class Supervisor:
             self._unlock()
         if self.report is not None:
             # the run's output, not a diagnostic: `hftd run > file` keeps it
-            print(report_mod.summary_text(self.report), file=self.out or sys.stdout,
-                  flush=True)
+            rc = self._print_summary(rc)
         if self.abandoned:
             self.log.error("stop abandoned events: " + ", ".join(
                 f"{k} {v}" for k, v in self.abandoned.items()))
@@ -261,6 +260,32 @@ class Supervisor:
                 self.log.error(f"error: cannot write the report to {self.report_path}: "
                                f"{e.strerror}")
                 rc = rc or 1
+        return rc
+
+    def _print_summary(self, rc: int) -> int:
+        """Write the summary to stdout; a stdout that cannot take it (`> /dev/full`, a pipe
+        whose reader has gone: `| head -1` once head exits) is logged as an error and the run
+        exits 1, but what follows still happens: the --report file, the invariant and
+        abandoned-event lines. Found: the OSError propagated, so the report was never written
+        and nothing said why (click turns EPIPE into a silent exit 1)."""
+        out = self.out or sys.stdout
+        try:
+            print(report_mod.summary_text(self.report), file=out, flush=True)
+        except (OSError, ValueError) as e:  # ValueError: a stdout already closed
+            why = e.strerror if isinstance(e, OSError) and e.strerror else repr(e)
+            self.log.error(f"error: the end-of-run summary could not be written to stdout: "
+                           f"{why}")
+            if self.out is None:
+                # what is left in stdout's buffer would fail again at interpreter exit
+                # ("Exception ignored ... BrokenPipeError", exit status 120): stdout goes
+                # nowhere from here on (Python's documented answer to EPIPE)
+                try:
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, sys.stdout.fileno())
+                    os.close(devnull)
+                except (OSError, ValueError):
+                    pass
+            rc = rc or 1
         return rc
 
     def _on_signal(self, signum, frame) -> None:

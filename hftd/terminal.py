@@ -41,7 +41,10 @@ class KeyReader:
 
     def __exit__(self, *exc):
         if self.saved is not None:
-            termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            try:
+                termios.tcsetattr(self.fd, termios.TCSADRAIN, self.saved)
+            except termios.error:  # the terminal hung up (SIGHUP): nothing to give back
+                pass
         return False
 
     def wait_for(self, key: str, timeout: float) -> bool:
@@ -138,7 +141,10 @@ class Screen:
 
     def __exit__(self, *exc):
         if self.tty:
-            self._write(SHOW_CURSOR + "\n")
+            try:
+                self._write(SHOW_CURSOR + "\n")
+            except OSError:  # the terminal hung up (SIGHUP): nothing to give back
+                pass
         return False
 
     def draw(self, lines: list[str], footer: str = "") -> None:

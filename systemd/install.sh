@@ -159,6 +159,40 @@ install_config() {
   rmdir "$rdir"
 }
 
+# Every instance's /metrics on its own address: `make install INSTANCE=paper` writes the same
+# [metrics] listen as default.toml, and the instance started second then serves no /metrics
+# (a warning in its journal only), so Prometheus never sees it and no alert about it fires.
+# Found when a second instance was installed as the README says. Said here, at install.
+check_metrics_ports() {
+  local out
+  out=$("$venv/bin/python" - "$DESTDIR$SYSCONFDIR" <<'PY' 2>/dev/null
+import glob, os, sys
+from hftd import config
+
+wild = ("", "0.0.0.0", "::")
+seen = []  # (host, port, file)
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.toml"))):
+    try:
+        cfg = config.load(path)
+        if not cfg.metrics.listen:
+            continue
+        host, port = cfg.metrics.address()
+    except Exception:  # a config check-config refuses: said about it already
+        continue
+    for h, p, other in seen:
+        if port and port == p and (host == h or host in wild or h in wild):
+            print(f"{os.path.basename(other)} and {os.path.basename(path)} both serve "
+                  f"/metrics on {cfg.metrics.listen} ([metrics] listen): the instance "
+                  f"started second has none; give one of them another port")
+    seen.append((host, port, path))
+PY
+) || return 0
+  local line
+  while IFS= read -r line; do
+    [[ -z $line ]] || say "warning: $line"
+  done <<<"$out"
+}
+
 install_unit() {
   local tmp
   make_dir "$DESTDIR$UNITDIR"
@@ -195,10 +229,26 @@ running_instances() {
     awk '{print $1}'
 }
 
+# Every directory it writes, checked before anything is made: as a user who cannot write one
+# of them (not root, no DESTDIR), it said "could not create the virtualenv ... (Debian:
+# apt-get install python3-venv)", the wrong cause; with only some writable, it stopped
+# half-way (a venv and no unit).
+check_writable() {
+  local dir probe
+  for dir in "$DESTDIR$PREFIX" "$DESTDIR$SYSCONFDIR" "$DESTDIR$UNITDIR" ${link:+"$DESTDIR$BINDIR"}; do
+    probe=$dir
+    while [[ ! -e $probe ]]; do probe=$(dirname "$probe"); done
+    [[ -d $probe && -w $probe ]] ||
+      die "$probe is not writable by user $(id -un): run it as root (sudo make $action), or stage it with DESTDIR=/some/dir (nothing was changed)"
+  done
+}
+
 if [[ $action == install ]]; then
+  check_writable
   install_venv
   create_user
   install_config
+  check_metrics_ports
   install_unit
   install_link
   daemon_reload

@@ -204,3 +204,13 @@ class Columns(Strategy):
             self.buy(int(ticks.instrument[-1]), 1)
         if self.params.get("die_at_run") == len(self.runs):
             raise SystemExit("killed inside on_ticks")
+
+
+class Chatty(Strategy):
+    """print()s a line for every params['every'] ticks, to stdout and to stderr, as a
+    strategy being debugged does."""
+
+    def on_tick(self, tick):
+        if tick.seq % self.params.get("every", 100) == 0:
+            print(f"chatty: tick {tick.seq}")
+            print(f"chatty: tick {tick.seq} (stderr)", file=__import__("sys").stderr)

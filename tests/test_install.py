@@ -296,3 +296,68 @@ def test_the_unit_runs_each_instance_as_hftd_in_a_directory_of_its_own():
     assert "PrivateUsers" not in u  # README, "Hardening": it hides the supervisor from reload
     assert "LimitMEMLOCK" not in u
     assert not any("resources" in f for f in u["SystemCallFilter"] if f.startswith("~"))
+
+
+def test_a_second_instance_on_the_same_metrics_address_is_named_at_install(tmp_path):
+    """`make install INSTANCE=paper` next to an existing default.toml writes the same
+    [metrics] listen (127.0.0.1:9464): the instance started second would serve no /metrics.
+    The install says so, naming both files; a config on another port is not named."""
+    root = tmp_path / "root"
+    conf = root / "etc" / "hftd"
+    conf.mkdir(parents=True)
+    (conf / "default.toml").write_text((REPO / "configs" / "hftd.toml").read_text())
+    (conf / "other.toml").write_text('instance = "other"\n[metrics]\nlisten = "127.0.0.1:9465"\n')
+    r = make("install", f"DESTDIR={root}", "INSTANCE=paper")
+    assert r.returncode == 0, r.stdout + r.stderr
+    warnings = [line for line in r.stdout.splitlines() if "/metrics on" in line]
+    assert warnings == ["hftd install: warning: default.toml and paper.toml both serve /metrics "
+                        "on 127.0.0.1:9464 ([metrics] listen): the instance started second "
+                        "has none; give one of them another port"], r.stdout
+
+
+def test_as_a_user_who_cannot_write_there_it_says_so_and_makes_nothing():
+    """`make install` as a user other than root, without DESTDIR: it names the directory it
+    cannot write and how to go on, before making anything (found: "could not create the
+    virtualenv ... (Debian: apt-get install python3-venv)", the wrong cause). Run as user
+    nobody: the machine's /opt, /etc and /usr/local/bin are not writable by it, so nothing
+    of theirs changes whatever the script does."""
+    import pwd
+
+    if os.getuid() != 0 or not shutil.which("runuser"):
+        pytest.skip("needs root (to run the script as user nobody) and runuser")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user nobody")
+    import tempfile
+
+    # (pytest's tmp_path is under a 0700 directory, which user nobody cannot enter)
+    base = Path(tempfile.mkdtemp(prefix="hftd-install-"))
+    try:
+        _install_as_nobody(base)
+    finally:
+        shutil.rmtree(base)
+
+
+def _install_as_nobody(tmp_path: Path) -> None:
+    # a place user nobody may write, under a directory it may not: PREFIX is fine, UNITDIR not
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    mine.chmod(0o777)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o755)
+    tmp_path.chmod(0o755)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(mine),
+           "PREFIX": f"{mine}/opt", "SYSCONFDIR": f"{mine}/etc", "UNITDIR": f"{locked}/system",
+           "BINDIR": ""}
+    r = subprocess.run(["runuser", "-u", "nobody", "--", "env", *[f"{k}={v}" for k, v in
+                                                                  env.items()],
+                        "bash", str(INSTALL_SH), "install"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (f"hftd install: error: {locked} is not writable by user nobody: run it as root "
+            f"(sudo make install), or stage it with DESTDIR=/some/dir (nothing was changed)"
+            in r.stderr), r.stderr
+    assert "python3-venv" not in r.stderr
+    assert os.listdir(mine) == [] and os.listdir(locked) == []  # nothing made

@@ -265,3 +265,59 @@ def test_every_process_logs_at_the_level_asked(instance, tmp_path, level):
         assert records == [] and res.stderr == "", res.stderr
     assert "throughput:" in res.stdout  # the summary is not a log record: always there
     assert shm.leftovers(instance) == []
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed pipe"])
+def test_a_summary_stdout_cannot_take_loses_neither_the_report_nor_the_log(instance, tmp_path,
+                                                                          stdout):
+    """`hftd run --report r.json > /dev/full`, or `| true` (the reader gone: EPIPE): the
+    summary cannot be written, which is logged as an error naming why and exits 1; the
+    report is still written, shm removed, and no traceback."""
+    cfg = _config(tmp_path, instance, QUIET)
+    report = tmp_path / "r.json"
+    args = ["--ticks", "2000", "--report", str(report)]
+    if stdout == "/dev/full":
+        with open("/dev/full", "w") as f:
+            res = _run(cfg, *args, stdout=f, stderr=subprocess.PIPE)
+    else:
+        r, w = os.pipe()
+        os.close(r)  # nobody reads: the first write gets EPIPE
+        try:
+            res = _run(cfg, *args, stdout=w, stderr=subprocess.PIPE)
+        finally:
+            os.close(w)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    errors = [text for level, text in log_records(res.stderr) if level == "ERROR"]
+    assert any("summary" in text and "stdout" in text for text in errors), res.stderr
+    assert report.exists(), res.stderr
+    assert "report written to" in res.stderr
+    assert shm.leftovers(instance) == []
+
+
+def test_a_strategy_that_prints_keeps_trading_when_nobody_reads_the_log(instance, tmp_path):
+    """`hftd run 2>&1 | less`, and less is quit (or `| head`, or a `tee` that died): the
+    log's pipe has no reader. The log records are dropped by `logging`; a strategy's own
+    `print` (its stdout is the log's stream) must not raise BrokenPipeError into on_tick
+    either (found: the strategy crashed on every print, was restarted and quarantined, and
+    the run failed)."""
+    cfg = _config(tmp_path, instance, QUIET + '[supervisor]\nrestart_delay_s = 0.05\n'
+                  '[[strategies]]\nname = "sample"\nclass = "tests.strategies:Chatty"\n'
+                  'params = { every = 100 }\n')
+    report = tmp_path / "r.json"
+    out = tmp_path / "out"
+    r, w = os.pipe()
+    os.close(r)  # nobody reads the log
+    try:
+        with open(out, "w") as f:
+            res = _run(cfg, "--ticks", "5000", "--report", str(report), stdout=f, stderr=w)
+    finally:
+        os.close(w)
+    summary = out.read_text()
+    assert res.returncode == 0, summary
+    import json
+
+    rep = json.loads(report.read_text())
+    assert rep["quarantined"] == [], rep["quarantined"]
+    assert "invariants: all hold" in summary, summary
+    assert shm.leftovers(instance) == []

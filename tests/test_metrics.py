@@ -242,3 +242,52 @@ def test_refusals_are_exported_by_what_was_refused_and_why(plant):
     assert _value(s, "hftd_order_reports_total", kind="cancel_rejected") == 1
     assert _value(s, "hftd_order_requests_total", action="new") == 1
     assert _value(s, "hftd_order_requests_total", action="cancel") == 1
+
+
+def test_two_scrapes_at_once_count_no_agents_cpu_time_twice(plant):
+    """Two Prometheus servers (an HA pair) scrape the same supervisor at once: each scrape
+    runs in a thread of its own. Scrape A read the executor's old process (pid 100, 3.0 s);
+    before A turned that into the counter, scrape B read the restarted one (pid 200, 0.1 s)
+    and finished. A's stale pid must not count process 100's 3.0 s a second time (found:
+    hftd_agent_cpu_seconds_total went 2.1, 5.1, 5.3 instead of 3.0, 3.1, 3.2: 2 s too high
+    for good, as each process change counted the other's time again)."""
+    import threading
+
+    p = plant()
+    view = p.sup.view
+    entered, go = threading.Event(), threading.Event()
+    # (process, wait) of each read: one scrape before, then A's, held back
+    health = [({"pid": 100, "cpu": 2.0}, False), ({"pid": 100, "cpu": 3.0}, True)]
+
+    class View:
+        def __getattr__(self, name):
+            return getattr(view, name)
+
+        def agent_health(self):
+            out = view.agent_health()
+            proc, wait = health.pop(0) if health else (current, False)
+            if wait:
+                entered.set()
+                go.wait(10)  # bounded: a broken test must not hang the suite
+            for h in out.values():
+                h["pid"], h["cpu_seconds"], h["rss_bytes"] = proc["pid"], proc["cpu"], 0
+            return out
+
+    current = {"pid": 200, "cpu": 0.1}
+    c = HftdCollector(View())
+    assert _value(_scrape(c), "hftd_agent_cpu_seconds_total", stage="executor") == 2.0
+    seen = {}
+    a = threading.Thread(target=lambda: seen.setdefault("a", _scrape(c)))
+    a.start()
+    assert entered.wait(10)
+    b = threading.Thread(target=lambda: seen.setdefault("b", _scrape(c)))
+    b.start()
+    b.join(1)  # B runs to its end unless scrapes are taken one at a time
+    go.set()
+    a.join(30)
+    b.join(30)
+    current = {"pid": 200, "cpu": 0.2}
+    later = _value(_scrape(c), "hftd_agent_cpu_seconds_total", stage="executor")
+    assert later == pytest.approx(3.2)  # 3.0 (pid 100) + 0.2 (pid 200), once each
+    for k in ("a", "b"):
+        assert _value(seen[k], "hftd_agent_cpu_seconds_total", stage="executor") <= later

@@ -292,3 +292,36 @@ def test_top_on_a_terminal_redraws_in_place_quits_on_q_and_notices_a_killed_inst
     assert f"instance {instance!r} exited between" in said
     assert f"supervisor pid {proc.pid} gone" in said
     assert all(len(line) <= 80 for line in _screen_lines(raw))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_top_stopped_by_a_signal_gives_the_terminal_back(instance, tmp_path, sig):
+    """`timeout 60 hftd top` (SIGTERM), or its terminal window closed (SIGHUP; an ssh
+    session's shell passes it on): top leaves as on q, with the terminal as it found it
+    (echo, line editing) and the cursor shown, not a shell that echoes nothing. Found: the
+    signal's default action ended top in cbreak mode with the cursor hidden."""
+    with hftd_running(instance, tmp_path, toml=TOML):
+        wait_running(instance)
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, 80, 0, 0))
+        before = termios.tcgetattr(slave)
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        env["TERM"] = "xterm"
+        top = subprocess.Popen(HFTD + ["top", "--instance", instance, "--interval", "0.3"],
+                               stdin=slave, stdout=slave, stderr=slave, env=env,
+                               start_new_session=True)
+        try:
+            raw = _read_until(master, top, lambda t: t.count("hftd top:") >= 2)
+            top.send_signal(sig)
+            raw += _read_until(master, top, lambda t: False, timeout=30)
+            code = top.wait(30)
+            after = termios.tcgetattr(slave)
+        finally:
+            if top.poll() is None:
+                top.kill()
+            os.close(master)
+            os.close(slave)
+    assert after[3] & (termios.ECHO | termios.ICANON) == termios.ECHO | termios.ICANON
+    assert after == before
+    assert raw.rindex("\x1b[?25h") > raw.rindex("\x1b[?25l"), raw[-200:]  # cursor shown
+    assert code == 0, code  # as on q
