@@ -147,11 +147,14 @@ install_config() {
      ! runuser -u "$SERVICE_USER" -- test -r "$conf"; then
     say "warning: user $SERVICE_USER cannot read $conf, so the instance cannot start: chgrp $SERVICE_USER $conf && chmod g+r $conf"
   fi
-  # the config as hftd run will read it; a runtime directory of our own, so that check is
-  # about the config, not about whoever runs make
-  local rdir out
+  # the config as hftd run will read it: from the config's directory (the unit's
+  # WorkingDirectory, so relative paths in it mean the same), with a runtime directory of our
+  # own, so that check is about the config, not about whoever runs make
+  local rdir out abs
   rdir=$(mktemp -d)
-  if out=$(RUNTIME_DIRECTORY=$rdir "$venv/bin/hftd" check-config "$conf" 2>&1 >/dev/null); then
+  abs=$(realpath -- "$conf")
+  if out=$(cd "$(dirname "$abs")" &&
+           RUNTIME_DIRECTORY=$rdir "$venv/bin/hftd" check-config "$abs" 2>&1 >/dev/null); then
     say "$conf passes hftd check-config"
   else
     say "warning: $conf does not pass hftd check-config, the instance will not start until it does: $out"

@@ -280,11 +280,13 @@ def _unit_lines() -> dict[str, list[str]]:
 def test_the_unit_runs_each_instance_as_hftd_in_a_directory_of_its_own():
     """What the design needs of the unit, read from the file (systemd-analyze need not be
     installed): a runtime directory per instance, the dedicated user, notify from the main
-    process only, SIGTERM to the supervisor alone and no ExecStop, a synchronous reload,
+    process only, SIGTERM to the supervisor alone and no ExecStop, a synchronous reload, the
+    config's directory as the working directory (relative paths in it read from there),
     realtime not restricted, no LimitMEMLOCK (nothing calls mlockall)."""
     u = _unit_lines()
     assert u["RuntimeDirectory"] == ["hftd/%i"] and u["RuntimeDirectoryMode"] == ["0700"]
     assert u["StateDirectory"] == ["hftd"]
+    assert u["WorkingDirectory"] == ["/etc/hftd/"]  # relative paths in a config: from its dir
     assert u["User"] == ["hftd"] and u["Group"] == ["hftd"]
     assert u["Type"] == ["notify"] and u["NotifyAccess"] == ["main"]
     assert u["KillMode"] == ["mixed"] and u["KillSignal"] == ["SIGTERM"]
