@@ -82,7 +82,7 @@ class Agent:
     def sleep_for(self) -> float | None:
         """Asked just before parking: 0 if an input has something, else how long the agent
         may sleep (None: until a writer rings its doorbell)."""
-        return 0.0 if any(r.available() > 0 for r in self.ctx.readers) else None
+        return 0.0 if any(r.available() >= r.wake_at for r in self.ctx.readers) else None
 
 
 class AgentContext:

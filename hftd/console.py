@@ -5,7 +5,7 @@ last seconds beside lifetime figures, the rest wrapped by hftd.terminal)."""
 from __future__ import annotations
 
 from .report import (accounting_lines, order_lines, pfcf_lines, position_lines,
-                     recording_lines, recovery_lines, taifex_lines, venue_lines)
+                     recording_lines, recovery_lines, taifex_lines, venue_lines, view_note)
 
 RATES = (("ticks_received", "ticks received"), ("ticks_delivered", "delivered"),
          ("orders", "orders"), ("fills", "fills"))
@@ -211,9 +211,7 @@ def _position_lines(st: dict) -> list[str]:
              f"  {'strategy':<12}{'symbol':<8}{'qty':>6}{'avg':>10}{'realized':>12}"
              f"{'unrealized':>12}{'net':>10}{'lots':>6}"]
     for r in p["rows"]:
-        view = r.get("strategy_view")
-        odd = "" if view is None or view["qty"] == r["qty"] else \
-            f"  (strategy's own view: {view['qty']})"
+        odd = view_note(r)
         lines += _rows(r["strategy"], f"{r['symbol']:<8}{r['qty']:>6}{r['avg_price']:>10,.2f}"
                                       f"{r['realized']:>12,.0f}{r['unrealized']:>12,.0f}"
                                       f"{r['pnl']:>10,.0f}{r['volume']:>6}{odd}", 12)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from dataclasses import dataclass
 
 import msgspec
 import numpy as np
@@ -160,7 +161,7 @@ class Codec:
 # it as the Tick it is; a stage that wants columns views a run of slots with numpy instead of
 # decoding (`tick_columns`), and the producer encodes a whole batch with a few numpy
 # assignments (`encode_ticks`) instead of one msgspec call per tick.
-TICK_FIELDS = ("seq", "t_ingest", "instrument", "price", "qty", "t_exchange")
+TICK_FIELDS = Tick.__struct_fields__  # seq, t_ingest, instrument, price, qty, t_exchange
 TICK_HEAD = (0x90 | (len(TICK_FIELDS) + 1), Tick.__struct_config__.tag)  # fixarray, tag
 TICK_BYTES = 2 + 9 * len(TICK_FIELDS)  # 56
 _INT64 = 0xD3
@@ -178,6 +179,10 @@ def _wire_dtype(itemsize: int) -> np.dtype:
 
 
 TICK_WIRE = _wire_dtype(TICK_BYTES)
+_BLANK = np.zeros(1, TICK_WIRE)  # the wire form's constant bytes: array head, tag, markers
+_BLANK["head"], _BLANK["tag"] = TICK_HEAD
+for _name in TICK_FIELDS:
+    _BLANK["m_" + _name] = _INT64
 _SLOT_WIRE: dict[int, np.dtype] = {}  # the same layout over a ring's whole slot
 _pack_tick = struct.Struct(">BB" + "Bq" * len(TICK_FIELDS)).pack
 
@@ -194,9 +199,7 @@ def encode_ticks(seq, t_ingest, instrument, price, qty, t_exchange) -> np.ndarra
     Arguments are columns (arrays) or scalars broadcast to the batch; `seq` is its first."""
     n = len(instrument)
     rec = np.empty(n, TICK_WIRE)
-    rec["head"], rec["tag"] = TICK_HEAD
-    for name in TICK_FIELDS:
-        rec["m_" + name] = _INT64
+    rec[...] = _BLANK
     rec["seq"] = np.arange(seq, seq + n, dtype=np.int64)
     rec["t_ingest"] = t_ingest
     rec["instrument"] = instrument
@@ -206,18 +209,16 @@ def encode_ticks(seq, t_ingest, instrument, price, qty, t_exchange) -> np.ndarra
     return rec.view(np.uint8).reshape(n, TICK_BYTES)
 
 
+@dataclass(slots=True, eq=False)
 class TickColumns:
     """A run of ticks as numpy columns (native int64): what `Strategy.on_ticks` is given."""
 
-    __slots__ = TICK_FIELDS
-
-    def __init__(self, seq, t_ingest, instrument, price, qty, t_exchange):
-        self.seq = seq
-        self.t_ingest = t_ingest
-        self.instrument = instrument
-        self.price = price
-        self.qty = qty
-        self.t_exchange = t_exchange
+    seq: np.ndarray
+    t_ingest: np.ndarray
+    instrument: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+    t_exchange: np.ndarray
 
     def __len__(self) -> int:
         return len(self.seq)

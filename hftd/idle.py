@@ -56,7 +56,7 @@ class Doorbell:
         # nothing: flagged, its reader would ring at every commit while we wait for another)
         waiting = [w for w in self.writers if w.must_wait()]
         for r in self.readers:
-            r.set_asleep(True)
+            r.set_asleep(r.wake_at)
         for w in waiting:
             w.set_waiting(True)
         full_fence()  # the flags' stores before the cursors' loads in sleep_for

@@ -517,6 +517,13 @@ def order_lines(rep: dict) -> list[str]:
     return lines
 
 
+def view_note(row: dict) -> str:
+    """What a position row adds when the strategy's own count of its position differs."""
+    view = row.get("strategy_view")
+    return "" if view is None or view["qty"] == row["qty"] else \
+        f"  (strategy's own view: {view['qty']})"
+
+
 def position_lines(rep: dict) -> list[str]:
     p = rep.get("positions")
     if not p or not p["rows"]:
@@ -526,9 +533,7 @@ def position_lines(rep: dict) -> list[str]:
              f"  {'strategy':<12}{'symbol':<8}{'qty':>6}{'avg':>12}{'realized':>14}"
              f"{'unrealized':>14}{'fees':>10}{'tax':>10}{'net':>14}{'volume':>9}"]
     for r in p["rows"]:
-        view = r.get("strategy_view")
-        odd = "" if view is None or view["qty"] == r["qty"] else \
-            f"  (strategy's own view: {view['qty']})"
+        odd = view_note(r)
         lines.append(f"  {r['strategy']:<12}{r['symbol']:<8}{r['qty']:>6}"
                      f"{r['avg_price']:>12,.2f}{r['realized']:>14,.0f}{r['unrealized']:>14,.0f}"
                      f"{r['fees']:>10,.0f}{r['tax']:>10,.0f}{r['pnl']:>14,.0f}{r['volume']:>9}{odd}")

@@ -160,6 +160,14 @@ class Ring:
     def occupancy(self) -> int:
         return self.q_header[H_WRITE] - self.q_header[H_READ]
 
+    def span(self, first: int, n: int):
+        """Index of the `n` slots of positions `first`.. `first + n - 1`: a slice where they
+        do not wrap past the ring's end (copies at memcpy speed), else an index array."""
+        start = first & self.mask
+        if start + n <= self.capacity:
+            return slice(start, start + n)
+        return np.arange(first, first + n, dtype=np.int64) & self.mask
+
     def payload(self, position: int) -> memoryview:
         """The payload of the event at `position` (valid while the slot is not reused)."""
         i = position & self.mask
@@ -301,21 +309,18 @@ class RingWriter:
         if m > r.slot_size:
             raise self._too_large(m)
         p = self.position
-        idx = np.arange(p, p + n, dtype=np.int64)
-        start = p & r.mask
-        # slices where the run does not wrap (memcpy speed), else fancy indexes
-        slots = slice(start, start + n) if start + n <= r.capacity else idx & r.mask
+        slots = r.span(p, n)
         r.slots[slots, :m] = rows
         r.length[slots] = m
         r.key[slots] = keys
         r.t_ingest[slots] = t_ingest
-        r.seq[slots] = idx
+        r.seq[slots] = np.arange(p, p + n, dtype=np.int64)
         self.position = p + n
 
     def forward(self, src: Ring, positions: np.ndarray) -> None:
         """Copy the events at `positions` of ring `src` (same slot size) into claimed slots,
-        without decoding them: one copy per column (a slice copy for a run of consecutive
-        events that wraps in neither ring, else a fancy-index copy)."""
+        without decoding them: one copy per column (`Ring.span`: slices where the run does
+        not wrap, fancy indexes where it does or the positions are scattered)."""
         r = self.ring
         n = len(positions)
         if n == 0:
@@ -327,26 +332,15 @@ class RingWriter:
             )
         p = self.position
         first = int(positions[0])
-        a, b = first & src.mask, p & r.mask
-        if (int(positions[-1]) - first == n - 1 and a + n <= src.capacity
-                and b + n <= r.capacity):
-            # a run of consecutive events, wrapping in neither ring (all of them routed
-            # here, the common case): slice copies, at memcpy speed
-            r.slots[b: b + n] = src.slots[a: a + n]
-            r.length[b: b + n] = src.length[a: a + n]
-            r.key[b: b + n] = src.key[a: a + n]
-            r.t_ingest[b: b + n] = src.t_ingest[a: a + n]
-            r.seq[b: b + n] = np.arange(p, p + n, dtype=np.int64)
-            self.position = p + n
-            return
-        s = positions & src.mask
-        idx = np.arange(p, p + n, dtype=np.int64)
-        d = idx & r.mask
+        # a run of consecutive events (all of them routed here, the common case) is a span
+        # of the source; scattered positions are fancy indexes
+        s = src.span(first, n) if int(positions[-1]) - first == n - 1 else positions & src.mask
+        d = r.span(p, n)
         r.slots[d] = src.slots[s]
         r.length[d] = src.length[s]
         r.key[d] = src.key[s]
         r.t_ingest[d] = src.t_ingest[s]
-        r.seq[d] = idx
+        r.seq[d] = np.arange(p, p + n, dtype=np.int64)
         self.position = p + n
 
     def copy_one(self, src: Ring, position: int) -> None:
@@ -409,6 +403,9 @@ class RingReader:
         self._h = ring.q_header
         self.position = ring.q_header[H_READ]  # next sequence to read
         self._writer_bell = writer_bell  # rung when the writer waits and half the ring is free
+        # how many waiting events should wake this reader when it parks (hftd.idle): 1, or
+        # more for a ring its agent reads lazily (the executor's market data)
+        self.wake_at = 1
         self._half = ring.capacity // 2
 
     def available(self) -> int:
@@ -448,11 +445,7 @@ class RingReader:
             for p in range(pos, pos + n):
                 record(now_ns - t[p & mask])
             return
-        start = pos & r.mask
-        if start + n <= r.capacity:
-            t = r.t_ingest[start : start + n]
-        else:
-            t = np.concatenate((r.t_ingest[start:], r.t_ingest[: start + n - r.capacity]))
+        t = r.t_ingest[r.span(pos, n)]
         edges = np.flatnonzero(t[1:] != t[:-1])
         if len(edges) > 32:
             histogram.record_many(now_ns - t)

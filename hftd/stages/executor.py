@@ -84,7 +84,6 @@ import numpy as np
 from .. import stats as stats_mod
 from .. import venues
 from ..agent import Agent
-from ..fence import full_fence
 from ..events import (ORDER_ID_SHIFT, Codec, Control, ControlKind, OrderAction, OrderReport,
                       OrderStream, RejectReason, ReportKind, ReportStream, TickStream)
 from ..stats import COUNTER, GAUGE, Schema
@@ -262,13 +261,10 @@ class Executor(Agent):
         cfg = ctx.cfg
         self.control = ctx.reader("control.executor")
         self.md = ctx.reader(MARKET_DATA)
-        # market data wakes a parked executor only while it has orders at the venue (see
-        # sleep_for): the idle runner does not flag this ring asleep, the executor does
-        ctx.readers.remove(self.md)
-        self.md_flagged = False
-        # market data wakes an idle executor once this many ticks wait: an order then has at
-        # most that many to catch up on before it is handled (a quarter of the ring, 2048 at
-        # 10k ticks/s, put ~1 ms on some orders' tick-to-trade)
+        # market data wakes a parked executor at every tick only while it has orders at the
+        # venue (set after each pass: `md.wake_at`), else once this many ticks wait: an order
+        # then has at most that many to catch up on before it is handled (a quarter of the
+        # ring, 2048 at 10k ticks/s, put ~1 ms on some orders' tick-to-trade)
         self.md_wake = max(1, min(self.md.ring.capacity // 4, MD_WAKE))
         self.md_blocks = cfg.executor.market_data_policy == "block"  # every tick comes
         n = self.n_instruments = len(cfg.instruments)
@@ -521,9 +517,10 @@ class Executor(Agent):
 
     # --- the loop ---------------------------------------------------------------------------
     def sleep_for(self) -> float | None:
-        """Asked before parking (after the runner flagged control and orders asleep). Market
-        data wakes the executor only while it has orders working at the venue (a trade may
-        fill them) or when MD_WAKE ticks are waiting (the dispatcher rings then);
+        """Asked before parking (after the runner flagged its rings asleep, market data with
+        `md.wake_at`, set after each pass). Market data wakes the executor at every tick only
+        while it has orders working at the venue (a trade may fill them), else when MD_WAKE
+        ticks are waiting (the dispatcher rings then);
         otherwise it is read when something else wakes the executor (an order, which first
         has the venue catch up to its tick): at 10k ticks/s a wake-up per tick would cost
         the strategies a core's worth of scheduling on a small machine."""
@@ -538,24 +535,15 @@ class Executor(Agent):
                     return 0.0
             elif not s.orders_ended and s.orders.available() > 0:
                 return 0.0
-        wait = None
-        md = self.md
-        # rung by the dispatcher for any tick while orders work, else once md_wake wait
-        md.set_asleep(True if self.book.n_working else self.md_wake)
-        self.md_flagged = True
-        full_fence()  # the flag's store before the cursor's load (hftd.fence)
-        if md.available() >= (1 if self.book.n_working else self.md_wake):
+        if self.md.available() >= self.md.wake_at:
             return 0.0
         due = self.venue.next_due_ns()
         if due is None:
-            return wait
+            return None
         return max(0.0, (due - time.monotonic_ns()) / 1e9)  # wake for what falls due
 
     def do_work(self) -> int:
         work = 0
-        if self.md_flagged:  # awake: the dispatcher need not ring for market data
-            self.md.set_asleep(False)
-            self.md_flagged = False
         for ev in read_control(self.control):
             work += 1
             self.c_control_in.add()
@@ -607,6 +595,7 @@ class Executor(Agent):
         if len(book.orders) - book.n_working > FORGET_ABOVE:
             book.forget_terminal(KEEP_ENDED)
         self.done = done
+        self.md.wake_at = 1 if book.n_working else self.md_wake  # for the park after this pass
         return work
 
     def on_reload(self, cfg) -> None:

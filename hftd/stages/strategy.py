@@ -51,7 +51,7 @@ import importlib
 import os
 import re
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -160,6 +160,17 @@ def load_strategy_class(path: str) -> type[Strategy]:
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ValueError(f"strategy class {path!r} is not a subclass of hftd Strategy")
     return cls
+
+
+class _Screened(NamedTuple):
+    """A run of ticks after `StrategyStage._screen`."""
+
+    cols: TickColumns  # the run's new ticks
+    fresh: np.ndarray | None  # which of the run's ticks those are (None: all)
+    replays: int  # ticks of the run routed before, left out
+    gaps: int  # sequence gaps found
+    expect: int  # the seq expected next
+    lasts: list  # (instrument, index in `cols` of its last tick)
 
 
 class StrategyStage(Agent):
@@ -748,30 +759,36 @@ class StrategyStage(Agent):
         return self._ticks_taken(pos, taken, taken - (1 if self.ticks_ended else 0), replays,
                                  gaps, expect, evs[0].seq)
 
-    def _screen(self, cols: TickColumns, fresh) -> tuple[TickColumns, int, int, int]:
-        """The book-keeping of `on_tick`'s loop, done column-wise for a run (`fresh`: its
-        `_fresh` mask): (the run without the ticks routed before, how many those were,
-        sequence gaps, the next expected seq); `seen_seq` is brought up to the run's last
-        tick of each instrument."""
-        n = len(cols)
+    def _screen(self, cols: TickColumns) -> "_Screened":
+        """The book-keeping of `on_tick`'s loop, done column-wise for a run: which ticks are
+        new (not routed before), sequence gaps, the next expected seq, and where each
+        instrument's last tick is; `seen_seq` is brought up to those last ticks."""
+        seq = cols.seq
+        step = np.diff(seq)
+        seen = self.seen_seq
+        fresh = None  # the common case, every tick new: one comparison and one numpy call
+        if not (seq[0] > max(seen) and bool((step > 0).all())):
+            fresh = self._fresh(seq, cols.instrument)
         replays = 0
         if fresh is not None:
-            replays = n - int(np.count_nonzero(fresh))
+            replays = len(cols) - int(np.count_nonzero(fresh))
             cols = cols.select(fresh)
+            seq = cols.seq
+            step = np.diff(seq)
         expect = self.expect_seq
         gaps = 0
+        lasts = []
         if len(cols):
-            seq = cols.seq
             if self.check_seq:
-                gaps = int(0 <= expect != seq[0]) + int(np.count_nonzero(np.diff(seq) != 1))
+                gaps = int(0 <= expect != seq[0]) + int(np.count_nonzero(step != 1))
                 expect = int(seq[-1]) + 1
             last = self._last_at
             last.fill(-1)
             np.maximum.at(last, cols.instrument, np.arange(len(cols)))
-            seen = self.seen_seq
-            for i in np.flatnonzero(last >= 0).tolist():
-                seen[i] = int(seq[last[i]])
-        return cols, replays, gaps, expect
+            lasts = [(i, int(last[i])) for i in np.flatnonzero(last >= 0).tolist()]
+            for i, j in lasts:
+                seen[i] = int(seq[j])
+        return _Screened(cols, fresh, replays, gaps, expect, lasts)
 
     def _take_run(self, cols: TickColumns, pos: int) -> int:
         """A run of ticks to `on_tick`, one at a time: replays and gaps screened column-wise
@@ -780,24 +797,23 @@ class StrategyStage(Agent):
         instrument: never ahead of the tick it is handed)."""
         n = len(cols)
         first_seq = int(cols.seq[0])
-        fresh = self._fresh(cols.seq, cols.instrument)
+        sc = self._screen(cols)
         # each tick's tick_started mark: its ring position + 1 (the replays get none)
-        marks = (range(pos + 1, pos + n + 1) if fresh is None else
-                 (np.flatnonzero(fresh) + (pos + 1)).tolist())
-        cols, replays, gaps, expect = self._screen(cols, fresh)
+        marks = (range(pos + 1, pos + n + 1) if sc.fresh is None else
+                 (np.flatnonzero(sc.fresh) + (pos + 1)).tolist())
         api = self.api
         on_tick = self.strategy.on_tick
         last_price = api.last_price
         started_q, started_i = self._started_q, self._started_i
         try:
-            for ev, mark in zip(cols.ticks(), marks):
+            for ev, mark in zip(sc.cols.ticks(), marks):
                 started_q[started_i] = mark  # before on_tick: a restart skips it
                 api.tick = ev
                 last_price[ev.instrument] = ev.price
                 on_tick(ev)
         finally:
             api.tick = None
-        return self._ticks_taken(pos, n, n, replays, gaps, expect, first_seq)
+        return self._ticks_taken(pos, n, n, sc.replays, sc.gaps, sc.expect, first_seq)
 
     def _take_columns(self, cols: TickColumns, pos: int) -> int:
         """A run of ticks to a strategy with `on_ticks`: one call for the run, after the same
@@ -808,12 +824,13 @@ class StrategyStage(Agent):
         run's oldest tick)."""
         n = len(cols)
         first_seq = int(cols.seq[0])
-        cols, replays, gaps, expect = self._screen(cols, self._fresh(cols.seq, cols.instrument))
+        sc = self._screen(cols)
+        cols = sc.cols
         if len(cols):
             seq, inst, price = cols.seq, cols.instrument, cols.price
-            last_price, last = self.api.last_price, self._last_at  # as _screen left it
-            for i in np.flatnonzero(last >= 0).tolist():
-                last_price[i] = int(price[last[i]])
+            last_price = self.api.last_price
+            for i, j in sc.lasts:
+                last_price[i] = int(price[j])
             self._started_q[self._started_i] = pos + n  # before on_ticks: a restart skips them
             api = self.api
             api.tick = Tick(int(seq[-1]), int(cols.t_ingest.min()), int(inst[-1]),
@@ -822,14 +839,12 @@ class StrategyStage(Agent):
                 self.strategy.on_ticks(cols)
             finally:
                 api.tick = None
-        return self._ticks_taken(pos, n, n, replays, gaps, expect, first_seq)
+        return self._ticks_taken(pos, n, n, sc.replays, sc.gaps, sc.expect, first_seq)
 
-    def _fresh(self, seq: np.ndarray, inst: np.ndarray) -> np.ndarray | None:
-        """Mask of the ticks not routed before (see `on_tick`'s loop), None when all are new
-        (the common case: one comparison and one numpy call)."""
+    def _fresh(self, seq: np.ndarray, inst: np.ndarray) -> np.ndarray:
+        """Mask of the ticks not routed before (see `on_tick`'s loop): per instrument, a
+        tick is new if its seq is above every earlier one's, this run's and `seen_seq`."""
         seen = self.seen_seq
-        if seq[0] > max(seen) and (len(seq) == 1 or bool((np.diff(seq) > 0).all())):
-            return None
         keep = np.empty(len(seq), dtype=bool)
         for i in np.unique(inst).tolist():
             at = np.flatnonzero(inst == i)

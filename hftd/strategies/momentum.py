@@ -18,10 +18,12 @@ from .base import Strategy
 
 
 class Momentum(Strategy):
+    LOOKBACK, THRESHOLD = 20, 4  # the params' defaults
+
     def on_start(self) -> None:
         p = self.params
-        self.lookback = int(p.get("lookback", 20))
-        self.threshold = int(p.get("threshold", 4))
+        self.lookback = int(p.get("lookback", self.LOOKBACK))
+        self.threshold = int(p.get("threshold", self.THRESHOLD))
         self.qty = int(p.get("qty", 1))
         self.max_position = int(p.get("max_position", 3))
         self.history = [deque(maxlen=self.lookback) for _ in self.api.symbols]
@@ -58,9 +60,6 @@ class VectorMomentum(Momentum):
 
     def on_start(self) -> None:
         super().on_start()
-        p = self.params
-        self.lookback = int(p.get("lookback", self.LOOKBACK))
-        self.threshold = int(p.get("threshold", self.THRESHOLD))
         n, lookback = len(self.api.symbols), self.lookback
         self.window = np.zeros((n, lookback), dtype=np.int64)  # last prices, oldest first
         self.seen = np.zeros(n, dtype=np.int64)  # ticks seen per instrument (up to lookback)
